@@ -1,0 +1,137 @@
+"""Freezing and unfreezing layer groups by hand: `kt.freeze`, `kt.unfreeze`."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_transfer.groups.layer_groups import LayerGroup, _trainable_capable, layer_groups
+from keras_transfer.optimizers.trainable_set import follow_trainable, track_variables
+
+ALL = "all"
+
+
+def freeze(
+    model: keras.Model,
+    trainable_groups: int | str = 1,
+    groups=None,
+    freeze_batchnorm: bool = True,
+) -> list[LayerGroup]:
+    """Freezes a model except for its top `trainable_groups` layer groups.
+
+    Works before `compile`, between two `fit` calls and (through
+    `FreezeSchedule`) inside one: a compiled model's optimizer keeps the state
+    of variables that were already training and its train function is rebuilt,
+    so no recompile is needed.
+
+    Args:
+        model: a built Keras model.
+        trainable_groups: how many groups, counted from the output, are
+            trainable; `"all"` unfreezes everything.
+        groups: optional explicit grouping, as for `kt.layer_groups`.
+        freeze_batchnorm: keep `BatchNormalization` layers frozen (in inference
+            mode, moving statistics fixed) even in trainable groups, as the
+            Keras transfer-learning guide advises. Defaults to `True`.
+
+    Returns:
+        The layer groups used.
+
+    Example:
+
+    >>> import keras
+    >>> import keras_transfer as kt
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8, name="body"),
+    ...     keras.layers.Dense(2, name="head"),
+    ... ])
+    >>> _ = kt.freeze(model, trainable_groups=1)
+    >>> [layer.trainable for layer in model.layers]
+    [False, True]
+    """
+    resolved = layer_groups(model, groups)
+    count = resolve_group_count(trainable_groups, len(resolved))
+    set_trainable_groups(model, resolved, count, freeze_batchnorm)
+    return resolved
+
+
+def unfreeze(model: keras.Model, groups=None, freeze_batchnorm: bool = True) -> list[LayerGroup]:
+    """Makes every layer group trainable; see `kt.freeze` for the arguments.
+
+    Example:
+
+    >>> import keras
+    >>> import keras_transfer as kt
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.trainable = False
+    >>> _ = kt.unfreeze(model)
+    >>> len(model.trainable_weights)
+    2
+    """
+    return freeze(model, ALL, groups=groups, freeze_batchnorm=freeze_batchnorm)
+
+
+def resolve_group_count(trainable_groups: int | str, num_groups: int) -> int:
+    """Turns `"all"` or a group count into a count, checking its range."""
+    if trainable_groups == ALL:
+        return num_groups
+    if isinstance(trainable_groups, bool) or not isinstance(trainable_groups, int):
+        raise TypeError(
+            "The number of trainable groups must be a positive integer or "
+            f"'all', got {trainable_groups!r}."
+        )
+    if not 1 <= trainable_groups <= num_groups:
+        raise ValueError(
+            f"Cannot make {trainable_groups} group(s) trainable: the model has "
+            f"{num_groups} layer group(s). Use a number from 1 to {num_groups}, "
+            "or 'all'; `kt.describe_groups(model)` shows the groups."
+        )
+    return trainable_groups
+
+
+def set_trainable_groups(model, groups, count: int, freeze_batchnorm: bool) -> None:
+    """Makes the top `count` groups trainable and keeps a compiled model's
+    optimizer and train function in step."""
+    sync_jax_state = getattr(model, "jax_state_sync", None)
+    if sync_jax_state is not None:
+        # Write the values a JAX fit holds outside the variables back into
+        # them before the trainable/non-trainable split changes.
+        sync_jax_state()
+    model.trainable = True
+    first_trainable = len(groups) - count
+    for index, group in enumerate(groups):
+        _set_group_trainable(group, index >= first_trainable, freeze_batchnorm)
+    if not model.trainable_weights:
+        raise ValueError(
+            f"After freezing, model '{model.name}' has no trainable weights "
+            "(the trainable groups hold only frozen BatchNormalization layers). "
+            "Make more groups trainable or pass `freeze_batchnorm=False`."
+        )
+    _sync_compiled_model(model)
+
+
+def _set_group_trainable(group: LayerGroup, trainable: bool, freeze_batchnorm: bool) -> None:
+    if not group.owns_whole_layers:
+        for variable in group.trainable_capable_variables:
+            variable.trainable = trainable
+        return
+    for layer in group.layers:
+        layer.trainable = trainable
+        if trainable and freeze_batchnorm:
+            for sublayer in layer._flatten_layers(include_self=True):
+                if isinstance(sublayer, keras.layers.BatchNormalization):
+                    sublayer.trainable = False
+
+
+def _sync_compiled_model(model) -> None:
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    track_variables(optimizer, _all_trainable_capable(model))
+    follow_trainable(optimizer, model.trainable_variables)
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+
+
+def _all_trainable_capable(model) -> list:
+    capable = {id(v) for v in _trainable_capable(model)}
+    return [v for v in model.weights if id(v) in capable]
