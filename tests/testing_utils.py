@@ -1,0 +1,45 @@
+"""Tiny models and helpers that the tests build on any backend."""
+
+import keras
+import numpy as np
+
+
+def dense_model(with_batchnorm=False, name="model"):
+    """input -> a -> [bn] -> b -> head: three groups (bn joins `a`)."""
+    inputs = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(8, activation="relu", name="a")(inputs)
+    if with_batchnorm:
+        hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+    hidden = keras.layers.Dense(8, activation="relu", name="b")(hidden)
+    outputs = keras.layers.Dense(1, name="head")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def regression_data(samples=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, 6)).astype("float32")
+    y = (x.sum(axis=1, keepdims=True) + 1.0).astype("float32")
+    return x, y
+
+
+def values(variables):
+    """Copies of the current values, as numpy arrays."""
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+
+
+class WeightRecorder(keras.callbacks.Callback):
+    """Snapshots named layers' weights at the end of every epoch."""
+
+    def __init__(self, layer_names):
+        super().__init__()
+        self.layer_names = layer_names
+        self.snapshots = []
+
+    def on_train_begin(self, logs=None):
+        self.snapshots = [self._snapshot()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.snapshots.append(self._snapshot())
+
+    def _snapshot(self):
+        return {name: values(self.model.get_layer(name).weights) for name in self.layer_names}
