@@ -43,3 +43,22 @@ class WeightRecorder(keras.callbacks.Callback):
 
     def _snapshot(self):
         return {name: values(self.model.get_layer(name).weights) for name in self.layer_names}
+
+
+def branchy_model():
+    """Three independent branches a, b, head, one output column each.
+
+    The mean squared error over the columns is separable, so each branch's
+    gradient depends on its own weights only: a branch trained at a scaled
+    rate follows exactly the path of a whole model trained at that rate.
+    """
+    inputs = keras.Input((6,), name="x")
+    branches = [keras.layers.Dense(1, name=name)(inputs) for name in ("a", "b", "head")]
+    return keras.Model(inputs, keras.layers.Concatenate()(branches), name="branchy")
+
+
+def branchy_data(samples=32, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    x = (scale * rng.normal(size=(samples, 6))).astype("float32")
+    y = np.stack([x.sum(axis=1), x[:, 0], -x[:, 1]], axis=1).astype("float32") + scale
+    return x, y

@@ -121,6 +121,12 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         if self.built:
             return
         var_list = list(var_list)
+        if not var_list:
+            raise ValueError(
+                "DiscriminativeLR was given no trainable variables: the model is "
+                "entirely frozen. Unfreeze some layer groups first, e.g. "
+                "`kt.freeze(model, trainable_groups=1)` or `kt.unfreeze(model)`."
+            )
         self.inner_optimizer.build(var_list)
         super().build(var_list)
         multipliers = self._resolve_multipliers(var_list)
@@ -191,7 +197,7 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             {
-                "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+                "inner_optimizer": self._serialize_inner(),
                 "decay": self.decay,
                 "multipliers": (
                     [[key, value] for key, value in self.multipliers.items()]
@@ -203,6 +209,14 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
             }
         )
         return config
+
+    def _serialize_inner(self) -> dict:
+        # The wrapped optimizer is saved with the settings it came with (AdamW,
+        # for one, refuses `weight_decay=None`); they are taken over again on
+        # loading.
+        serialized = keras.saving.serialize_keras_object(self.inner_optimizer)
+        serialized["config"].update({setting: getattr(self, setting) for setting in _TAKEN_OVER})
+        return serialized
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
