@@ -18,9 +18,10 @@ import keras
 _STAGE_PATTERNS = (
     # KerasHub transformers: `transformer_layer_3`, `decoder_layer_0`, ...
     re.compile(r"((?:transformer|encoder|decoder)_layer_\d+)"),
-    # ConvNeXt (applications) and KerasHub CNNs: `..._stage_2_block_1_...`.
+    # ConvNeXt (applications) and KerasHub CNNs: `..._stage_2_block_1_...`;
+    # KerasCV ResNets: `v2_stack_1_block2_...`.
     re.compile(r"(stage_?\d+)"),
-    re.compile(r"^(stack_?\d+)"),
+    re.compile(r"(stack_?\d+)"),
     # ResNet / DenseNet (applications): `conv3_block2_1_conv` -> `conv3`.
     re.compile(r"^(conv\d+)_block"),
     # EfficientNet, VGG, Xception, MobileNetV2: `block2a_...` -> `block2`.

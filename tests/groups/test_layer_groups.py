@@ -83,12 +83,25 @@ def test_keras_applications_backbone_is_grouped_by_block():
     assert len(names) == 19
 
 
+def test_kerascv_backbone_is_grouped_by_stack():
+    keras_cv = pytest.importorskip("keras_cv")
+    backbone = keras_cv.models.ResNetBackbone(
+        stackwise_filters=[8, 16],
+        stackwise_blocks=[2, 1],
+        stackwise_strides=[1, 2],
+        include_rescaling=False,
+        input_shape=(32, 32, 3),
+    )
+    assert group_names(backbone) == ["conv1_conv", "stack_0", "stack_1"]
+
+
 def test_stage_names_of_other_architectures():
     stage_of = _stage_of
     assert stage_of("conv3_block2_1_conv") == "conv3"
     assert stage_of("block2a_expand_conv") == "block2"
     assert stage_of("convnext_tiny_stage_2_block_1_depthwise_conv") == "stage_2"
     assert stage_of("conv_pw_7_bn") == "conv_block_7"
+    assert stage_of("v2_stack_1_block2_1_conv") == "stack_1"
     assert stage_of("expanded_conv_4_depthwise") == "expanded_conv_4"
     assert stage_of("head") is None
 
