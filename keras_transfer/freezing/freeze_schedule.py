@@ -90,7 +90,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         self.verbose = verbose
         self._groups: list[LayerGroup] | None = None
         self._stage_count: int | None = None
-        self._global_step = 0
+        self._epoch = 0
         if model is not None:
             self.set_model(model)
 
@@ -137,23 +137,27 @@ class FreezeSchedule(keras.callbacks.Callback):
         self._resolve_groups()
         track_variables(self.model.optimizer, _all_trainable_capable(self.model))
         self._stage_count = None
-        self._global_step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         if self.unit == "epoch":
             self._enter_stage(epoch)
-        elif self._stage_count is None:
-            # Steps restart from the resumed epoch's first step.
-            steps = self.params.get("steps") or 0
-            self._global_step = epoch * steps
-            self._enter_stage(self._global_step)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.unit == "step":
-            self._enter_stage(self._global_step)
+            self._enter_stage(self._global_step(batch))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._global_step += 1
+    def _global_step(self, batch: int) -> int:
+        # Derived from the epoch index, never counted, so that a resumed fit
+        # lands in the right stage.
+        steps_per_epoch = self.params.get("steps")
+        if not steps_per_epoch:
+            raise ValueError(
+                "FreezeSchedule(unit='step') needs to know the number of steps "
+                "per epoch, and this dataset does not say. Pass "
+                "`steps_per_epoch=` to `fit`, or use unit='epoch'."
+            )
+        return self._epoch * steps_per_epoch + batch
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

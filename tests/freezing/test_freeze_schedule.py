@@ -84,6 +84,28 @@ def test_unit_step_changes_stage_at_step_boundaries():
     assert counter.counts == [2, 2, 2, 4, 4, 4, 6, 6]
 
 
+def test_unit_step_resumes_from_the_epoch_index():
+    model = dense_model()
+    counter = TrainableCountPerBatch()
+    schedule = kt.FreezeSchedule(model, {0: 1, 5: 2, 6: "all"}, unit="step", verbose=0)
+    fit(model, [schedule, counter], epochs=2, initial_epoch=1)  # steps 4 to 7
+    assert counter.counts == [2, 4, 6, 6]
+
+
+def test_unit_step_needs_a_known_epoch_length():
+    model = dense_model()
+    x, y = regression_data()
+
+    def endless():
+        while True:
+            yield x[:8], y[:8]
+
+    model.compile("sgd", "mse")
+    schedule = kt.FreezeSchedule(model, {0: 1, 3: "all"}, unit="step", verbose=0)
+    with pytest.raises(ValueError, match="steps_per_epoch="):
+        model.fit(endless(), epochs=1, shuffle=False, verbose=0, callbacks=[schedule])
+
+
 def test_fit_with_initial_epoch_resumes_in_that_epochs_stage():
     model = dense_model()
     counter = TrainableCountPerBatch()
