@@ -1,6 +1,7 @@
 """keras_transfer: transfer learning in a few `compile` / `fit` calls, on every
 Keras backend."""
 
+from keras_transfer.cache import cache_dir
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
 from keras_transfer.groups import LayerGroup, describe_groups, layer_groups
 from keras_transfer.optimizers import DiscriminativeLR
@@ -11,6 +12,7 @@ __all__ = [
     "FreezeSchedule",
     "LayerGroup",
     "__version__",
+    "cache_dir",
     "describe_groups",
     "freeze",
     "layer_groups",

@@ -62,3 +62,23 @@ def branchy_data(samples=32, seed=0, scale=1.0):
     x = (scale * rng.normal(size=(samples, 6))).astype("float32")
     y = np.stack([x.sum(axis=1), x[:, 0], -x[:, 1]], axis=1).astype("float32") + scale
     return x, y
+
+
+class TwoBlockLayer(keras.layers.Layer):
+    """One layer holding two blocks of variables, like a wrapped SavedModel."""
+
+    def build(self, input_shape):
+        self.first = self.add_weight(shape=(input_shape[-1], 4), name="block_0_kernel")
+        self.second = self.add_weight(shape=(4, 4), name="block_1_kernel")
+
+    def call(self, inputs):
+        return keras.ops.matmul(keras.ops.matmul(inputs, self.first), self.second)
+
+    def variable_groups(self):
+        return [("block_0", [self.first]), ("block_1", [self.second])]
+
+
+def two_block_model():
+    inputs = keras.Input((6,))
+    hidden = TwoBlockLayer(name="encoder")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(hidden))

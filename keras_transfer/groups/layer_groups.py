@@ -177,8 +177,25 @@ def _automatic_groups(model) -> list[LayerGroup]:
     atoms = _weighted_atoms(model)
     groups: list[LayerGroup] = []
     for owner, layers in _split_by_owner(atoms):
-        groups.extend(_group_one_model(owner, layers))
+        for group in _group_one_model(owner, layers):
+            groups.extend(_split_by_variable_groups(group))
     return groups
+
+
+def _split_by_variable_groups(group: LayerGroup) -> list[LayerGroup]:
+    """Splits a group made of one layer that names groups of its own variables.
+
+    A layer opts in with a `variable_groups()` method returning `(name,
+    variables)` pairs ordered input to output: `kt.HubLayer` does, so a
+    SavedModel's encoder blocks can be unfrozen one by one.
+    """
+    if len(group.layers) != 1 or not hasattr(group.layers[0], "variable_groups"):
+        return [group]
+    layer = group.layers[0]
+    named = layer.variable_groups()
+    if len(named) < 2:
+        return [group]
+    return [LayerGroup(name, [layer], list(variables)) for name, variables in named]
 
 
 def _weighted_atoms(model) -> list[tuple[keras.layers.Layer, keras.layers.Layer]]:

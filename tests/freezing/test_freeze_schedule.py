@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from testing_utils import WeightRecorder, dense_model, regression_data, values
+from testing_utils import WeightRecorder, dense_model, regression_data, two_block_model, values
 
 import keras_transfer as kt
 
@@ -231,3 +231,16 @@ def test_ema_optimizer_is_refused():
     model.compile(keras.optimizers.Adam(use_ema=True), "mse")
     with pytest.raises(ValueError, match="use_ema=True"):
         kt.FreezeSchedule(model, {0: 1, 1: "all"})
+
+
+def test_unfreezes_variable_groups_inside_one_layer():
+    model = two_block_model()
+    encoder = model.get_layer("encoder")
+    first, second = values([encoder.first]), values([encoder.second])
+    schedule = kt.FreezeSchedule(model, {0: 2, 1: "all"}, verbose=0)
+    history = fit(model, [schedule], epochs=1)
+    assert_same(first, values([encoder.first]))
+    assert_changed(second, values([encoder.second]))
+    history = fit(model, [schedule], epochs=2, initial_epoch=1)
+    assert_changed(first, values([encoder.first]))
+    assert history.history["trainable_params"] == [6 * 4 + 4 * 4 + 4 + 1]

@@ -1,7 +1,7 @@
 import keras
 import keras_hub
 import pytest
-from testing_utils import dense_model
+from testing_utils import dense_model, two_block_model
 
 import keras_transfer as kt
 from keras_transfer.groups.layer_groups import _stage_of
@@ -164,3 +164,12 @@ def test_group_frozen_by_the_user_is_still_grouped():
     groups = kt.layer_groups(model)
     assert groups[0].name == "a"
     assert len(groups[0].trainable_capable_variables) == 2
+
+
+def test_layer_that_names_variable_groups_is_split_into_them():
+    model = two_block_model()
+    groups = kt.layer_groups(model)
+    assert [group.name for group in groups] == ["block_0", "block_1", "head"]
+    encoder = model.get_layer("encoder")
+    assert groups[0].variables == [encoder.first]
+    assert not groups[0].owns_whole_layers
