@@ -1,7 +1,10 @@
 """keras_transfer: transfer learning in a few `compile` / `fit` calls, on every
 Keras backend."""
 
+from keras_transfer import zoo
+from keras_transfer.backbones.load_backbone import load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
+from keras_transfer.features import FeatureCache
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
 from keras_transfer.groups import LayerGroup, describe_groups, layer_groups
 from keras_transfer.optimizers import DiscriminativeLR
@@ -9,6 +12,7 @@ from keras_transfer.version import __version__
 
 __all__ = [
     "DiscriminativeLR",
+    "FeatureCache",
     "FreezeSchedule",
     "LayerGroup",
     "__version__",
@@ -16,5 +20,8 @@ __all__ = [
     "describe_groups",
     "freeze",
     "layer_groups",
+    "load_backbone",
+    "load_preprocessor",
     "unfreeze",
+    "zoo",
 ]

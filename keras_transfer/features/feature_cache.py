@@ -1,0 +1,272 @@
+"""`FeatureCache`: train a head on a frozen backbone's features, computed once."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+
+_AUGMENTATION_NAMES = ("Random", "MixUp", "CutMix", "AugMix", "RandAugment")
+
+
+class FeatureCache:
+    """Runs a frozen backbone once over a dataset and trains the head on it.
+
+    With a frozen backbone, running it every epoch only recomputes the same
+    features. `FeatureCache` splits a compiled model into its backbone (a
+    nested model inside it) and its head (the layers after it), runs the
+    backbone once in inference mode (in memory, or into `.npy` files on disk
+    for data larger than memory), then trains the head on the cached features
+    with the model's own compile settings. The head's layers are the model's
+    layers, so afterwards `model` is the full model, backbone plus trained head,
+    ready for `kt.FreezeSchedule` and export.
+
+    It refuses a backbone with trainable weights (its features would change as
+    it trains) and random layers before the backbone or augmentation inside it
+    (cached features would freeze one random draw). A `tf.data` pipeline that
+    draws random numbers (augmentation in a `map`) is refused too; shuffling is
+    fine.
+
+    Args:
+        model: a compiled Functional or Sequential model that contains its
+            backbone as a nested model, e.g. `Sequential([backbone, head...])`.
+        backbone: the backbone layer or its name; defaults to the model's only
+            nested model.
+        directory: `None` (default) keeps features in memory; a folder path
+            stores them there as memory-mapped `.npy` files.
+        batch_size: batch size of the feature pass over array inputs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_transfer as kt
+    >>> backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="bb")
+    >>> backbone.trainable = False
+    >>> model = keras.Sequential([keras.Input((4,)), backbone, keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> cache = kt.FeatureCache(model)
+    >>> history = cache.fit(np.ones((16, 4)), np.ones((16, 1)), epochs=2, verbose=0)
+    >>> model.predict(np.ones((2, 4)), verbose=0).shape
+    (2, 1)
+    """
+
+    def __init__(self, model: keras.Model, backbone=None, directory=None, batch_size: int = 32):
+        if not getattr(model, "compiled", False):
+            raise ValueError(
+                "FeatureCache trains the head with the model's compile settings: "
+                "call `model.compile(optimizer, loss, metrics)` first."
+            )
+        self.model = model
+        self.backbone = _find_backbone(model, backbone)
+        _check_frozen(self.backbone)
+        _check_no_randomness(model, self.backbone)
+        self.head = _head_model(model, self.backbone)
+        self.directory = directory
+        self.batch_size = batch_size
+        self._extracted: dict = {}
+
+    def extract(self, x, y=None):
+        """Runs the backbone once over `x`; returns `(features, labels)`.
+
+        `x` is an array (or a dict/list of arrays) with labels `y`, or a
+        `tf.data.Dataset` of `(inputs, labels)` batches. Batches stream
+        through the backbone into memory or, with `directory`, into `.npy`
+        files that are then memory-mapped. Results are kept, so extracting the
+        same object again costs nothing.
+        """
+        key = (id(x), id(y))
+        if key not in self._extracted:
+            if _is_dataset(x):
+                _check_dataset_is_deterministic(x)
+            sink = _Sink(self.directory, index=len(self._extracted))
+            for inputs, labels in _batches(x, y, self.batch_size):
+                sink.add(self.backbone.predict_on_batch(inputs), labels)
+            # Keep x and y alive so that their ids stay theirs.
+            self._extracted[key] = (x, y, *sink.result())
+        return self._extracted[key][2:]
+
+    def fit(self, x, y=None, validation_data=None, **fit_kwargs) -> keras.callbacks.History:
+        """Trains the head on cached features; `fit_kwargs` go to `Model.fit`.
+
+        `validation_data` may be `(x_val, y_val)` or a dataset; its features
+        are cached too.
+        """
+        features, labels = self.extract(x, y)
+        if validation_data is not None:
+            validation_data = (
+                self.extract(validation_data)
+                if _is_dataset(validation_data)
+                else self.extract(*validation_data)
+            )
+        if not self.head.compiled:
+            self.head.compile_from_config(self.model.get_compile_config())
+        return self.head.fit(features, labels, validation_data=validation_data, **fit_kwargs)
+
+
+def _find_backbone(model, backbone):
+    if isinstance(backbone, str):
+        return model.get_layer(backbone)
+    if backbone is not None:
+        if backbone not in model.layers:
+            raise ValueError(f"The backbone '{backbone.name}' is not a layer of '{model.name}'.")
+        return backbone
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        found = [layer.name for layer in nested]
+        raise ValueError(
+            f"Model '{model.name}' has {len(nested)} nested models ({found}); "
+            "FeatureCache needs to know which is the backbone: pass "
+            "`backbone=<layer or name>`."
+        )
+    return nested[0]
+
+
+def _check_frozen(backbone):
+    if backbone.trainable_weights:
+        raise ValueError(
+            f"The backbone '{backbone.name}' has trainable weights, so its features "
+            "would change during training and cannot be cached. Freeze it first "
+            "(`backbone.trainable = False`); unfreeze it after the head is trained."
+        )
+
+
+def _check_no_randomness(model, backbone):
+    index = model.layers.index(backbone)
+    before = [layer for layer in model.layers[:index] if _draws_random_numbers(layer)]
+    inside = [
+        layer
+        for layer in backbone._flatten_layers(include_self=False)
+        if type(layer).__name__.startswith(_AUGMENTATION_NAMES)
+    ]
+    random_layers = [layer.name for layer in before + inside]
+    if random_layers:
+        raise ValueError(
+            f"Random layers {random_layers} act on the inputs of the backbone: cached "
+            "features would keep one draw of them forever. Move the augmentation "
+            "out of the model (cache un-augmented features), or train without "
+            "FeatureCache."
+        )
+
+
+def _draws_random_numbers(layer) -> bool:
+    return type(layer).__name__.startswith(_AUGMENTATION_NAMES) or any(
+        isinstance(value, keras.random.SeedGenerator) for value in vars(layer).values()
+    )
+
+
+def _head_model(model, backbone) -> keras.Model:
+    if isinstance(model, keras.Sequential):
+        index = model.layers.index(backbone)
+        head_layers = model.layers[index + 1 :]
+        head = keras.Sequential(head_layers, name=f"{model.name}_head")
+        head.build(backbone.output.shape)
+        return head
+    try:
+        return keras.Model(backbone.output, model.outputs, name=f"{model.name}_head")
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(
+            f"Could not cut model '{model.name}' after its backbone '{backbone.name}' "
+            f"({error}). FeatureCache needs the head to depend on the backbone's "
+            "output only."
+        ) from error
+
+
+def _is_dataset(data) -> bool:
+    return type(data).__name__.endswith("Dataset") or "DatasetV" in type(data).__name__
+
+
+def _check_dataset_is_deterministic(dataset):
+    random_ops = _random_ops(dataset)
+    if random_ops:
+        raise ValueError(
+            f"The dataset draws random numbers ({sorted(random_ops)}), e.g. random "
+            "augmentation in a `map`: cached features would keep one draw. Cache "
+            "the un-augmented dataset, or train without FeatureCache."
+        )
+
+
+def _random_ops(dataset) -> set:
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(dataset._as_serialized_graph().numpy())
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes.extend(function.node_def)
+    return {
+        node.op
+        for node in nodes
+        if "Random" in node.op and "Shuffle" not in node.op and node.op != "RandomDataset"
+    }
+
+
+def _batches(x, y, batch_size: int):
+    """(inputs, labels) numpy batches of arrays or of a dataset."""
+    if _is_dataset(x):
+        for batch in x:
+            inputs, labels = batch if isinstance(batch, tuple) else (batch, None)
+            yield _to_numpy(inputs), None if labels is None else _to_numpy(labels)
+        return
+    count = len(keras.tree.flatten(x)[0])
+    for start in range(0, count, batch_size):
+        window = slice(start, start + batch_size)
+        yield (
+            keras.tree.map_structure(lambda array: np.asarray(array[window]), x),
+            None if y is None else keras.tree.map_structure(lambda a: np.asarray(a[window]), y),
+        )
+
+
+def _to_numpy(structure):
+    return keras.tree.map_structure(np.asarray, structure)
+
+
+class _Sink:
+    """Collects feature and label batches in memory, or streams them to disk."""
+
+    def __init__(self, directory, index: int):
+        self.directory = None if directory is None else pathlib.Path(directory)
+        self.prefix = f"cache_{os.getpid()}_{index}"
+        self.parts = {"features": [], "labels": []}
+        self.structure = {}
+        self.files: dict = {}
+
+    def add(self, features, labels):
+        self._add("features", features)
+        if labels is not None:
+            self._add("labels", labels)
+
+    def result(self):
+        return self._result("features"), self._result("labels")
+
+    def _add(self, kind, structure):
+        self.structure[kind] = structure
+        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(structure)]
+        if self.directory is None:
+            self.parts[kind].append(leaves)
+            return
+        for position, leaf in enumerate(leaves):
+            name = f"{self.prefix}_{kind}_{position}"
+            if name not in self.files:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self.files[name] = [open(self.directory / f"{name}.bin", "wb"), leaf, 0]
+            handle, _, rows = self.files[name]
+            handle.write(np.ascontiguousarray(leaf).tobytes())
+            self.files[name][2] = rows + len(leaf)
+
+    def _result(self, kind):
+        if kind not in self.structure:
+            return None
+        if self.directory is None:
+            leaves = [np.concatenate(column, axis=0) for column in zip(*self.parts[kind])]
+        else:
+            leaves = [self._memmap(name) for name in self.files if f"_{kind}_" in name]
+        return keras.tree.pack_sequence_as(self.structure[kind], leaves)
+
+    def _memmap(self, name):
+        handle, example, rows = self.files[name]
+        handle.close()
+        shape = (rows, *example.shape[1:])
+        return np.memmap(self.directory / f"{name}.bin", dtype=example.dtype, mode="r", shape=shape)
