@@ -213,10 +213,11 @@ def _batches(x, y, batch_size: int):
     count = len(keras.tree.flatten(x)[0])
     for start in range(0, count, batch_size):
         window = slice(start, start + batch_size)
-        yield (
-            keras.tree.map_structure(lambda array: np.asarray(array[window]), x),
-            None if y is None else keras.tree.map_structure(lambda a: np.asarray(a[window]), y),
-        )
+        yield _slice(x, window), None if y is None else _slice(y, window)
+
+
+def _slice(structure, window: slice):
+    return keras.tree.map_structure(lambda array: np.asarray(array[window]), structure)
 
 
 def _to_numpy(structure):
