@@ -2,7 +2,7 @@
 Keras backend."""
 
 from keras_transfer import zoo
-from keras_transfer.backbones.load_backbone import load_backbone, load_preprocessor
+from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
 from keras_transfer.features import FeatureCache
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
@@ -14,6 +14,7 @@ __all__ = [
     "DiscriminativeLR",
     "FeatureCache",
     "FreezeSchedule",
+    "HubLayer",
     "LayerGroup",
     "__version__",
     "cache_dir",

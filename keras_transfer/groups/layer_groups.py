@@ -268,29 +268,45 @@ def _groups_from_patterns(model, patterns) -> list[LayerGroup]:
             "`groups` must be a list of layer-name regular expressions or a "
             f"list of `kt.LayerGroup`s; got {list(patterns)!r}."
         )
+    layers = [layer for _, layer in _weighted_atoms(model)]
+    members = split_by_patterns(
+        [(layer.name, layer) for layer in layers], patterns, f"layers of model '{model.name}'"
+    )
+    return [LayerGroup(pattern, group) for pattern, group in zip(patterns, members)]
+
+
+def split_by_patterns(named_items, patterns, what: str) -> list[list]:
+    """Puts each `(name, item)` into the group of the first pattern its name
+    matches (`re.search`); every pattern must match and every item must land.
+
+    Args:
+        named_items: `(name, item)` pairs, in order.
+        patterns: regular expressions, one per group.
+        what: how error messages name the items, e.g. "layers of model 'm'".
+
+    Returns:
+        One list of items per pattern.
+    """
     compiled = [_compile(pattern) for pattern in patterns]
     members: list[list] = [[] for _ in patterns]
     unmatched = []
-    for _, layer in _weighted_atoms(model):
-        index = next((i for i, p in enumerate(compiled) if p.search(layer.name)), None)
+    for name, item in named_items:
+        index = next((i for i, p in enumerate(compiled) if p.search(name)), None)
         if index is None:
-            unmatched.append(layer.name)
+            unmatched.append(name)
         else:
-            members[index].append(layer)
-    available = [layer.name for _, layer in _weighted_atoms(model)]
-    for pattern, layers in zip(patterns, members):
-        if not layers:
-            raise ValueError(
-                f"The group pattern {pattern!r} matches no layer with weights in "
-                f"model '{model.name}'. Layers available: {available}."
-            )
+            members[index].append(item)
+    names = [name for name, _ in named_items]
+    for pattern, group in zip(patterns, members):
+        if not group:
+            raise ValueError(f"The group pattern {pattern!r} matches none of the {what}: {names}.")
     if unmatched:
         raise ValueError(
-            f"Layers {unmatched} match none of the group patterns {list(patterns)}. "
-            "Every layer with weights must belong to a group: add a pattern for "
-            "them, or end the list with a catch-all such as '.*'."
+            f"{unmatched} match none of the group patterns {list(patterns)}. Every one of "
+            f"the {what} must belong to a group: add a pattern for them, or end the list "
+            "with a catch-all such as '.*'."
         )
-    return [LayerGroup(pattern, layers) for pattern, layers in zip(patterns, members)]
+    return members
 
 
 def _compile(pattern: str) -> re.Pattern:

@@ -115,7 +115,9 @@ def test_explicit_regex_groups():
 
 
 def test_regex_that_matches_nothing_lists_the_layers():
-    with pytest.raises(ValueError, match=r"'nope' matches no layer.*\['a', 'b', 'head'\]"):
+    with pytest.raises(
+        ValueError, match=r"'nope' matches none of the layers.*\['a', 'b', 'head'\]"
+    ):
         kt.layer_groups(dense_model(), groups=["nope", ".*"])
 
 
