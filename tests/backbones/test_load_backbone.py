@@ -110,3 +110,20 @@ def test_minilm_from_the_zoo_is_a_real_sentence_encoder():
     # The sentence-transformers model card's kind of result: related > unrelated.
     assert similarity[0, 1] > 0.6
     assert abs(similarity[0, 2]) < 0.2
+
+
+@pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="SavedModels need TensorFlow")
+def test_saved_model_folder_becomes_a_fine_tunable_hub_backbone(tmp_path):
+    from backbones.saved_models import INPUT_DIM, save_encoder
+
+    path = save_encoder(tmp_path / "encoder")
+    backbone = kt.load_backbone(path, input_shape=(INPUT_DIM,))
+    assert isinstance(backbone.layers[-1], kt.HubLayer)
+    assert backbone.trainable_weights
+    assert [group.name for group in kt.layer_groups(backbone)][:3] == [
+        "encoder/layer_0",
+        "encoder/layer_1",
+        "encoder/layer_2",
+    ]
+    with pytest.raises(ValueError, match="Pass `input_shape="):
+        kt.load_backbone(path)
