@@ -1,7 +1,7 @@
 """keras_transfer: transfer learning in a few `compile` / `fit` calls, on every
 Keras backend."""
 
-from keras_transfer import zoo
+from keras_transfer import datasets, zoo
 from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
 from keras_transfer.features import FeatureCache
@@ -18,6 +18,7 @@ __all__ = [
     "LayerGroup",
     "__version__",
     "cache_dir",
+    "datasets",
     "describe_groups",
     "freeze",
     "layer_groups",
