@@ -166,6 +166,13 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         finally:
             self.weight_decay = base_decay
 
+    def _use_weight_decay(self, variable):
+        # Exclusions may be set on either optimizer (BERT recipes set them on
+        # the one they then wrap): both must agree to decay a variable.
+        return super()._use_weight_decay(variable) and self.inner_optimizer._use_weight_decay(
+            variable
+        )
+
     def _by_multiplier(self, variables, grads=None) -> dict:
         grads = grads if grads is not None else [None] * len(variables)
         buckets: dict = {}

@@ -50,6 +50,11 @@ def test_one_sgd_step_moves_each_variable_exactly_multiplier_times_as_far():
             np.testing.assert_allclose(s1 - s0, multiplier * (p1 - s0), rtol=1e-5, atol=1e-7)
 
 
+def excluding_biases(optimizer):
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
+
+
 @pytest.mark.parametrize(
     "make_optimizer",
     [
@@ -58,6 +63,7 @@ def test_one_sgd_step_moves_each_variable_exactly_multiplier_times_as_far():
         lambda m: keras.optimizers.SGD(0.05 * m, gradient_accumulation_steps=2),
         lambda m: keras.optimizers.Adam(0.01 * m),
         lambda m: keras.optimizers.AdamW(0.01 * m, weight_decay=0.05),
+        lambda m: excluding_biases(keras.optimizers.AdamW(0.01 * m, weight_decay=0.5)),
         lambda m: keras.optimizers.Lion(0.001 * m),
         lambda m: keras.optimizers.RMSprop(0.01 * m),
     ],
@@ -67,6 +73,7 @@ def test_one_sgd_step_moves_each_variable_exactly_multiplier_times_as_far():
         "sgd_accumulation",
         "adam",
         "adamw",
+        "adamw_excluding_biases",
         "lion",
         "rmsprop",
     ],
