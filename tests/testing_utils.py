@@ -82,3 +82,17 @@ def two_block_model():
     inputs = keras.Input((6,))
     hidden = TwoBlockLayer(name="encoder")(inputs)
     return keras.Model(inputs, keras.layers.Dense(1, name="head")(hidden))
+
+
+def tiny_bert(num_layers=2, vocabulary_size=50):
+    """A KerasHub BERT small enough to build in a blink."""
+    import keras_hub
+
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=12,
+    )

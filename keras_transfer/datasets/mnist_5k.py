@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import numpy as np
 
+from keras_transfer.asset_packages import packaged_file
 from keras_transfer.datasets._common import (
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
@@ -60,18 +60,4 @@ def load_mnist_5k(
 
 
 def _data_file() -> pathlib.Path:
-    # `find_spec` locates the package without running its `__init__`.
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"load_mnist_5k reads MNIST-5k from the `{_PACKAGE}` package, which is not "
-            f"installed. Install it with `{_INSTALL}`."
-        )
-    for location in spec.submodule_search_locations:
-        path = pathlib.Path(location).joinpath(*_RELATIVE_PATH)
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"The installed `{_PACKAGE}` package has no {'/'.join(_RELATIVE_PATH)}. "
-        f"Reinstall it with `{_INSTALL}`."
-    )
+    return packaged_file(_PACKAGE, "/".join(_RELATIVE_PATH), _INSTALL, "MNIST-5k")

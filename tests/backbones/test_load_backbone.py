@@ -2,19 +2,9 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from testing_utils import tiny_bert
 
 import keras_transfer as kt
-
-
-def tiny_bert():
-    return keras_hub.models.BertBackbone(
-        vocabulary_size=40,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=12,
-    )
 
 
 def bert_inputs():
@@ -26,7 +16,7 @@ def bert_inputs():
 
 
 def test_local_kerashub_preset_goes_through_from_preset(tmp_path):
-    backbone = tiny_bert()
+    backbone = tiny_bert(vocabulary_size=40)
     backbone.save_to_preset(str(tmp_path / "preset"))
     loaded = kt.load_backbone(tmp_path / "preset")
     assert isinstance(loaded, keras_hub.models.BertBackbone)
@@ -48,7 +38,7 @@ def test_keras_application_by_name_without_the_top():
 
 
 def test_a_model_is_returned_as_it_is():
-    backbone = tiny_bert()
+    backbone = tiny_bert(vocabulary_size=40)
     assert kt.load_backbone(backbone) is backbone
 
 

@@ -1,7 +1,7 @@
 import keras
 import keras_hub
 import pytest
-from testing_utils import dense_model, two_block_model
+from testing_utils import dense_model, tiny_bert, two_block_model
 
 import keras_transfer as kt
 from keras_transfer.groups.layer_groups import _stage_of
@@ -31,14 +31,7 @@ def test_nested_backbone_is_expanded_and_head_comes_last():
 
 
 def test_kerashub_backbone_groups_embeddings_transformer_layers_and_pooler():
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=50,
-        num_layers=3,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=12,
-    )
+    backbone = tiny_bert(num_layers=3)
     groups = kt.layer_groups(backbone)
     assert [group.name for group in groups] == [
         "token_embedding",
@@ -55,14 +48,7 @@ def test_kerashub_backbone_groups_embeddings_transformer_layers_and_pooler():
 
 
 def test_kerashub_classifier_puts_its_head_after_the_backbone():
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=50,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=12,
-    )
+    backbone = tiny_bert()
     classifier = keras_hub.models.BertTextClassifier(
         backbone=backbone, num_classes=2, preprocessor=None
     )
