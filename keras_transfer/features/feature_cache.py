@@ -61,9 +61,11 @@ class FeatureCache:
             )
         self.model = model
         self.backbone = _find_backbone(model, backbone)
-        _check_frozen(self.backbone)
         _check_no_randomness(model, self.backbone)
-        self.head = _head_model(model, self.backbone)
+        # The extractor is everything up to the backbone's output, layers
+        # before the backbone (input scaling, say) included.
+        self.extractor, self.head = _split(model, self.backbone)
+        _check_frozen(self.extractor, self.backbone)
         self.directory = directory
         self.batch_size = batch_size
         self._extracted: dict = {}
@@ -83,7 +85,7 @@ class FeatureCache:
                 _check_dataset_is_deterministic(x)
             sink = _Sink(self.directory, index=len(self._extracted))
             for inputs, labels in _batches(x, y, self.batch_size):
-                sink.add(self.backbone.predict_on_batch(inputs), labels)
+                sink.add(self.extractor.predict_on_batch(inputs), labels)
             # Keep x and y alive so that their ids stay theirs.
             self._extracted[key] = (x, y, *sink.result())
         return self._extracted[key][2:]
@@ -124,12 +126,14 @@ def _find_backbone(model, backbone):
     return nested[0]
 
 
-def _check_frozen(backbone):
-    if backbone.trainable_weights:
+def _check_frozen(extractor, backbone):
+    if extractor.trainable_weights:
+        names = [layer.name for layer in extractor.layers if layer.trainable_weights]
         raise ValueError(
-            f"The backbone '{backbone.name}' has trainable weights, so its features "
-            "would change during training and cannot be cached. Freeze it first "
-            "(`backbone.trainable = False`); unfreeze it after the head is trained."
+            f"The backbone '{backbone.name}' (or a layer before it: {names}) has "
+            "trainable weights, so its features would change during training and "
+            "cannot be cached. Freeze it first (`backbone.trainable = False`); "
+            "unfreeze it after the head is trained."
         )
 
 
@@ -157,21 +161,32 @@ def _draws_random_numbers(layer) -> bool:
     )
 
 
-def _head_model(model, backbone) -> keras.Model:
+def _split(model, backbone) -> tuple[keras.Model, keras.Model]:
+    """(extractor, head): the model cut at the backbone's output."""
     if isinstance(model, keras.Sequential):
         index = model.layers.index(backbone)
-        head_layers = model.layers[index + 1 :]
-        head = keras.Sequential(head_layers, name=f"{model.name}_head")
+        extractor = keras.Sequential(model.layers[: index + 1], name=f"{model.name}_extractor")
+        extractor.build(model.inputs[0].shape)
+        head = keras.Sequential(model.layers[index + 1 :], name=f"{model.name}_head")
         head.build(backbone.output.shape)
-        return head
-    try:
-        return keras.Model(backbone.output, model.outputs, name=f"{model.name}_head")
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(
-            f"Could not cut model '{model.name}' after its backbone '{backbone.name}' "
-            f"({error}). FeatureCache needs the head to depend on the backbone's "
-            "output only."
-        ) from error
+        return extractor, head
+    errors = []
+    # The backbone's output in this model's graph is the output of the node
+    # that calls it here (its first node is its own construction).
+    for node in reversed(backbone._inbound_nodes):
+        try:
+            outputs = node.output_tensors
+            outputs = outputs[0] if len(outputs) == 1 else outputs
+            head = keras.Model(outputs, model.outputs, name=f"{model.name}_head")
+            extractor = keras.Model(model.inputs, outputs, name=f"{model.name}_extractor")
+            return extractor, head
+        except ValueError as error:
+            errors.append(str(error).splitlines()[0])
+    raise ValueError(
+        f"Could not cut model '{model.name}' after its backbone '{backbone.name}' "
+        f"({'; '.join(errors)}). FeatureCache needs the head to depend on the "
+        "backbone's output only."
+    )
 
 
 def _is_dataset(data) -> bool:

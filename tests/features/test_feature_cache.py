@@ -133,10 +133,18 @@ def test_uncompiled_model_and_ambiguous_backbone():
         kt.FeatureCache(two)
 
 
-def test_functional_model_is_cut_after_the_backbone():
+def functional_backbone():
+    inputs = keras.Input((6,))
+    backbone = keras.Model(inputs, keras.layers.Dense(8, name="encoder")(inputs), name="encoder")
+    backbone.trainable = False
+    return backbone
+
+
+@pytest.mark.parametrize("make_backbone", [frozen_backbone, functional_backbone])
+def test_functional_model_is_cut_after_the_backbone(make_backbone):
     x, y = data()
     inputs = keras.Input((6,))
-    features = frozen_backbone()(inputs)
+    features = make_backbone()(inputs)
     outputs = keras.layers.Dense(3, name="head")(keras.layers.Dropout(0.1)(features))
     model = keras.Model(inputs, outputs)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -145,3 +153,18 @@ def test_functional_model_is_cut_after_the_backbone():
     before = model.get_layer("head").get_weights()[0].copy()
     cache.fit(x, y, epochs=1, verbose=0)
     assert not np.array_equal(before, model.get_layer("head").get_weights()[0])
+
+
+def test_layers_before_the_backbone_are_part_of_the_features():
+    x, y = data()
+    model = classifier(frozen_backbone(), before=[keras.layers.Rescaling(10.0)])
+    features, _ = kt.FeatureCache(model).extract(x, y)
+    backbone = model.get_layer("backbone")
+    expected = keras.ops.convert_to_numpy(backbone(10.0 * x))
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_trainable_layer_before_the_backbone_is_refused():
+    model = classifier(frozen_backbone(), before=[keras.layers.Dense(6, name="adapter")])
+    with pytest.raises(ValueError, match=r"a layer before it: \['adapter'\]"):
+        kt.FeatureCache(model)
