@@ -123,20 +123,23 @@ class FreezeSchedule(keras.callbacks.Callback):
         return cls(model, schedule, **kwargs)
 
     def set_model(self, model):
+        if model is not self._model:
+            self._groups = None  # Groups belong to the model they came from.
         super().set_model(model)
-        if not model.built:
-            return  # Resolved in `on_train_begin`, once `fit` has built it.
+        if model.built:  # Otherwise prepared in `on_train_begin`, once built.
+            self._prepare()
+
+    def on_train_begin(self, logs=None):
+        self._prepare()
+        self._stage_count = None
+
+    def _prepare(self):
         self._resolve_groups()
-        optimizer = getattr(model, "optimizer", None)
+        optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
             # Slots for every variable that will ever train exist before the
             # first freeze, and before BackupAndRestore restores into them.
-            track_variables(optimizer, _all_trainable_capable(model))
-
-    def on_train_begin(self, logs=None):
-        self._resolve_groups()
-        track_variables(self.model.optimizer, _all_trainable_capable(self.model))
-        self._stage_count = None
+            track_variables(optimizer, _all_trainable_capable(self.model))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -244,3 +244,12 @@ def test_unfreezes_variable_groups_inside_one_layer():
     history = fit(model, [schedule], epochs=2, initial_epoch=1)
     assert_changed(first, values([encoder.first]))
     assert history.history["trainable_params"] == [6 * 4 + 4 * 4 + 4 + 1]
+
+
+def test_a_schedule_reused_on_another_model_groups_that_model():
+    schedule = kt.FreezeSchedule(schedule={0: 1, 1: "all"}, verbose=0)
+    fit(dense_model(), [schedule], epochs=2)
+    other = two_block_model()
+    history = fit(other, [schedule], epochs=2)
+    assert [group.name for group in schedule._groups] == ["block_0", "block_1", "head"]
+    assert history.history["trainable_params"] == [5.0, 45.0]
