@@ -1,0 +1,6 @@
+"""Knowledge distillation: a frozen teacher trains a small student."""
+
+from keras_transfer.distillation.distillation_model import DistillationModel
+from keras_transfer.distillation.knowledge_distillation_loss import KnowledgeDistillationLoss
+
+__all__ = ["DistillationModel", "KnowledgeDistillationLoss"]

@@ -1,0 +1,392 @@
+"""`DistillationModel`: teacher to student in one `compile` / `fit`."""
+
+from __future__ import annotations
+
+import numbers
+import types
+import warnings
+
+import keras
+from keras import ops
+
+from keras_transfer.distillation.feature_matching import (
+    feature_extractor,
+    feature_loss,
+    feature_projection,
+)
+from keras_transfer.distillation.knowledge_distillation_loss import (
+    KnowledgeDistillationLoss,
+    validate_temperature,
+)
+
+# Keys of the targets that `kt.cache_teacher_outputs` packs: the teacher's
+# outputs travel with the labels, so `call()` (the student) never sees them.
+LABELS = "labels"
+TEACHER_OUTPUTS = "teacher_outputs"
+TEACHER_FEATURES = "teacher_features"
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class DistillationModel(keras.Model):
+    """Trains a small student to imitate a frozen teacher, in one `fit`.
+
+    Knowledge distillation (Hinton et al., 2015): the student learns from the
+    teacher's temperature-softened class distribution as well as from the
+    labels. The loss is
+
+        alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+        + (1 - alpha) * <the compiled hard-label loss>
+        [+ feature_weight * feature_loss]
+
+    (`kt.KnowledgeDistillationLoss`) plus the student's regularization
+    losses; the logs show `distillation_loss` and `student_loss` beside the
+    total. `fit(x)` without labels is pure distillation (`alpha` is taken as
+    1), for unlabeled transfer data. `call()` is the student: `predict` and
+    `export` serve it alone, and `export_student()` hands it back.
+
+    Beyond `keras.distillation.Distiller`: the teacher and the student may
+    take different inputs (`teacher_inputs`: another tokenizer, image size or
+    preprocessing), an intermediate student layer can be matched to a
+    teacher layer through a learned projection (FitNets, `teacher_layer` /
+    `student_layer`), and `kt.cache_teacher_outputs` runs a frozen teacher
+    once over a deterministic dataset instead of on every batch of every
+    epoch. The teacher is frozen (with a warning if it had trainable weights)
+    and always runs in inference mode.
+
+    Args:
+        teacher: the trained `keras.Model` to learn from; single output.
+        student: the `keras.Model` to train; single output with the same
+            number of classes as the teacher.
+        temperature: softening temperature `T` > 0. Defaults to 3.0.
+        alpha: weight in [0, 1] of the distillation loss against the
+            hard-label loss. Defaults to 0.5; ignored (taken as 1) for batches
+            without labels.
+        teacher_inputs: what the teacher sees of a batch `x`. `None` (default):
+            `x` itself. A string: `x` is a dict, the teacher gets `x[key]` and
+            the student the rest (its single value when one is left). A
+            callable (a Keras layer or preprocessor, a function): the teacher
+            gets `teacher_inputs(x)`.
+        teacher_layer: name of a teacher layer whose output the student should
+            match (feature distillation); needs `student_layer`.
+        student_layer: name of the student layer that matches it; a learned
+            `Dense` projection maps it to the teacher's width when they differ
+            (spatial sizes must agree).
+        feature_weight: weight of the feature loss (mean squared error).
+            Defaults to 1.0.
+        from_logits: `True` (default) when teacher and student output logits;
+            `False` for probabilities (softmax output layers).
+        name: the model name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_transfer as kt
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> teacher.trainable = False  # Trained already (else: frozen, with a warning).
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = kt.DistillationModel(teacher, student, temperature=2.0, alpha=0.7)
+    >>> model.compile(
+    ...     optimizer="adam",
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ... )
+    >>> history = model.fit(np.ones((8, 4)), np.zeros(8), epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['distillation_loss', 'loss', 'student_loss']
+    >>> model.export_student() is student
+    True
+    """
+
+    def __init__(
+        self,
+        teacher: keras.Model,
+        student: keras.Model,
+        temperature: float = 3.0,
+        alpha: float = 0.5,
+        teacher_inputs=None,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        feature_weight: float = 1.0,
+        from_logits: bool = True,
+        name: str = "distillation_model",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _check_is_model(teacher, "teacher")
+        _check_is_model(student, "student")
+        self.temperature = validate_temperature(temperature)
+        self.alpha = _validate_weight(alpha, "alpha", upper=1.0)
+        self.feature_weight = _validate_weight(feature_weight, "feature_weight")
+        self.from_logits = from_logits
+        self.teacher_inputs = _validate_teacher_inputs(teacher_inputs)
+        _check_class_counts(teacher, student)
+        _freeze(teacher)
+        self.teacher = teacher
+        self.student = student
+        self.teacher_layer, self.student_layer = _validate_layer_pair(teacher_layer, student_layer)
+        self.knowledge_distillation_loss = KnowledgeDistillationLoss(
+            temperature=self.temperature, from_logits=from_logits
+        )
+        # Extractors share the teacher's and student's layers; kept out of
+        # Keras tracking so that their weights are saved once, by those models.
+        self._extractors = types.SimpleNamespace(teacher=None, student=None)
+        self._step = types.SimpleNamespace(student_features=None)
+        self.feature_projection = None
+        if self.teacher_layer is not None:
+            self._extractors.teacher = feature_extractor(teacher, self.teacher_layer, "teacher")
+            self._extractors.student = feature_extractor(student, self.student_layer, "student")
+            self.feature_projection = feature_projection(
+                self._extractors.teacher.outputs[1], self._extractors.student.outputs[1]
+            )
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.feature_loss_tracker = (
+            keras.metrics.Mean(name="feature_loss") if self.teacher_layer else None
+        )
+        if teacher.built and student.built:
+            self.built = True
+
+    def call(self, inputs, training=None):
+        inputs = self.student_view(inputs)
+        if self._extractors.student is None:
+            return self.student(inputs, training=training)
+        outputs, features = self._extractors.student(inputs, training=training)
+        # Read by `compute_loss` in the same step: one student pass gives both.
+        self._step.student_features = features
+        return outputs
+
+    def student_view(self, x):
+        """The part of a batch `x` that the student takes."""
+        if not isinstance(self.teacher_inputs, str) or not isinstance(x, dict):
+            return x
+        rest = {key: value for key, value in x.items() if key != self.teacher_inputs}
+        return next(iter(rest.values())) if len(rest) == 1 else rest
+
+    def teacher_view(self, x):
+        """The teacher's inputs for a batch `x` (see `teacher_inputs`)."""
+        if self.teacher_inputs is None:
+            return x
+        if isinstance(self.teacher_inputs, str):
+            if not isinstance(x, dict) or self.teacher_inputs not in x:
+                found = list(x) if isinstance(x, dict) else type(x).__name__
+                raise ValueError(
+                    f"`teacher_inputs={self.teacher_inputs!r}` takes the teacher's inputs "
+                    f"from that key of a dict batch, but the batch is {found}. Pass x as "
+                    f"{{{self.teacher_inputs!r}: <teacher inputs>, ...: <student inputs>}}."
+                )
+            return x[self.teacher_inputs]
+        return self.teacher_inputs(x)
+
+    def run_teacher(self, x):
+        """(outputs, features or None) of the teacher on a batch, in inference mode."""
+        teacher_x = self.teacher_view(x)
+        if self._extractors.teacher is None:
+            outputs, features = self.teacher(teacher_x, training=False), None
+        else:
+            outputs, features = self._extractors.teacher(teacher_x, training=False)
+            features = ops.stop_gradient(features)
+        return ops.stop_gradient(outputs), features
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels, cached = _unpack_targets(y)
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        student_features, self._step.student_features = self._step.student_features, None
+        alpha = self.alpha if labels is not None else 1.0
+        needs_teacher = alpha > 0 or self.teacher_layer is not None
+        teacher_outputs = teacher_features = None
+        if needs_teacher:
+            teacher_outputs, teacher_features = self._teacher_outputs(x, cached)
+        total = ops.zeros((), dtype="float32")
+        if labels is not None:
+            student_loss = self._hard_label_loss(labels, y_pred, sample_weight)
+            self.student_loss_tracker.update_state(student_loss)
+            total = total + (1.0 - alpha) * ops.cast(student_loss, "float32")
+        if alpha > 0:
+            distillation_loss = self.knowledge_distillation_loss(
+                teacher_outputs, y_pred, sample_weight=sample_weight
+            )
+            self.distillation_loss_tracker.update_state(distillation_loss)
+            total = total + alpha * distillation_loss
+        if self.teacher_layer is not None:
+            if student_features is None:
+                student_features = self._extractors.student(
+                    self.student_view(x), training=training
+                )[1]
+            if self.feature_projection is not None:
+                student_features = self.feature_projection(student_features)
+            matching_loss = feature_loss(teacher_features, student_features, sample_weight)
+            self.feature_loss_tracker.update_state(matching_loss)
+            total = total + self.feature_weight * matching_loss
+        for loss in self.losses:
+            total = total + ops.cast(self._aggregate_additional_loss(loss), "float32")
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels, _ = _unpack_targets(y)
+        if labels is not None:
+            super().compute_metrics(x, labels, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        # Without labels (pure distillation) the label metrics and the student
+        # loss are left out rather than shown as zeros; so is the distillation
+        # loss when `alpha` is 0 and the teacher's outputs are not used.
+        compile_loss = self._compile_loss
+        skipped = set()
+        if compile_loss is None or not compile_loss.built:
+            skipped.add(id(self.student_loss_tracker))
+        if self.alpha == 0:
+            skipped.add(id(self.distillation_loss_tracker))
+        logs = {}
+        for metric in self.metrics:
+            if id(metric) in skipped or getattr(metric, "built", True) is False:
+                continue
+            result = metric.result()
+            logs.update(result if isinstance(result, dict) else {metric.name: result})
+        return logs
+
+    def export_student(self, filepath=None) -> keras.Model:
+        """Returns the trained student; saves it first when given a `.keras` path."""
+        if filepath is not None:
+            self.student.save(filepath)
+        return self.student
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Exports the student alone for serving (see `keras.Model.export`)."""
+        return self.student.export(filepath, format=format, **kwargs)
+
+    def _teacher_outputs(self, x, cached):
+        if cached is None:
+            return self.run_teacher(x)
+        outputs, features = cached.get(TEACHER_OUTPUTS), cached.get(TEACHER_FEATURES)
+        if self.teacher_layer is not None and features is None:
+            raise ValueError(
+                f"The cached teacher outputs hold no features of layer '{self.teacher_layer}'. "
+                "Cache them with this model: `kt.cache_teacher_outputs(model, x, y)`."
+            )
+        return outputs, features
+
+    def _hard_label_loss(self, labels, y_pred, sample_weight):
+        if self._compile_loss is None:
+            raise ValueError(
+                "The batch has labels but the model was compiled without a loss. Pass the "
+                "student's hard-label loss to `compile(loss=...)`, or call `fit(x)` without "
+                "labels for pure distillation."
+            )
+        return self._compile_loss(labels, y_pred, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        teacher_inputs = self.teacher_inputs
+        if teacher_inputs is not None and not isinstance(teacher_inputs, str):
+            teacher_inputs = keras.saving.serialize_keras_object(teacher_inputs)
+        config.update(
+            {
+                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "student": keras.saving.serialize_keras_object(self.student),
+                "temperature": self.temperature,
+                "alpha": self.alpha,
+                "teacher_inputs": teacher_inputs,
+                "teacher_layer": self.teacher_layer,
+                "student_layer": self.student_layer,
+                "feature_weight": self.feature_weight,
+                "from_logits": self.from_logits,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        if isinstance(config.get("teacher_inputs"), dict):
+            config["teacher_inputs"] = keras.saving.deserialize_keras_object(
+                config["teacher_inputs"]
+            )
+        return cls(**config)
+
+
+def _unpack_targets(y):
+    """(labels, cached teacher outputs or None) of a batch's targets."""
+    if isinstance(y, dict) and TEACHER_OUTPUTS in y:
+        return y.get(LABELS), y
+    return y, None
+
+
+def _check_is_model(model, role: str):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"The {role} must be a `keras.Model`, got {type(model).__name__}.")
+
+
+def _validate_weight(value, name: str, upper: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    if value < 0 or (upper is not None and value > upper):
+        bounds = f"in [0, {upper:g}]" if upper is not None else ">= 0"
+        raise ValueError(
+            f"`{name}` must be {bounds}, got {value}."
+            + (
+                " It is the weight of the distillation loss; 1 - alpha weighs the labels."
+                if name == "alpha"
+                else ""
+            )
+        )
+    return float(value)
+
+
+def _validate_teacher_inputs(teacher_inputs):
+    if teacher_inputs is None or isinstance(teacher_inputs, str) or callable(teacher_inputs):
+        return teacher_inputs
+    raise TypeError(
+        "`teacher_inputs` must be None (the teacher sees the student's inputs), a key of "
+        "dict batches, or a callable mapping a batch to the teacher's inputs; got "
+        f"{type(teacher_inputs).__name__}."
+    )
+
+
+def _validate_layer_pair(teacher_layer, student_layer):
+    if (teacher_layer is None) != (student_layer is None):
+        raise ValueError(
+            "Feature distillation matches a student layer to a teacher layer: pass both "
+            f"`teacher_layer` and `student_layer` (got {teacher_layer!r} and {student_layer!r})."
+        )
+    return teacher_layer, student_layer
+
+
+def _output_width(model, role: str):
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None  # A subclassed model: checked on the first batch instead.
+    if not outputs:
+        return None
+    if len(outputs) != 1:
+        raise ValueError(
+            f"The {role} '{model.name}' has {len(outputs)} outputs; DistillationModel "
+            "distills one output (class logits). Wrap it in a model that returns the "
+            "output to distill."
+        )
+    return outputs[0].shape[-1]
+
+
+def _check_class_counts(teacher, student):
+    teacher_classes = _output_width(teacher, "teacher")
+    student_classes = _output_width(student, "student")
+    if None not in (teacher_classes, student_classes) and teacher_classes != student_classes:
+        raise ValueError(
+            f"The teacher '{teacher.name}' outputs {teacher_classes} classes and the student "
+            f"'{student.name}' {student_classes}. Distillation matches their distributions "
+            "class by class: give the student an output layer of the teacher's size."
+        )
+
+
+def _freeze(teacher):
+    if teacher.trainable_weights:
+        warnings.warn(
+            f"The teacher '{teacher.name}' had trainable weights; DistillationModel freezes it "
+            "(`teacher.trainable = False`) and trains only the student.",
+            stacklevel=3,
+        )
+    teacher.trainable = False
