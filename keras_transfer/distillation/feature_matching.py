@@ -12,10 +12,10 @@ def feature_extractor(model: keras.Model, layer_name: str, role: str) -> keras.M
     It shares `model`'s layers, so one pass gives both at no extra cost.
     """
     try:
-        inputs, outputs = model.inputs, model.outputs
+        inputs, outputs = model.input, model.outputs
     except (AttributeError, ValueError):
         inputs = outputs = None
-    if not inputs or not outputs:
+    if inputs is None or not outputs:
         raise ValueError(
             f"Feature distillation reads the output of a layer inside the {role} "
             f"'{model.name}', which needs a Functional or Sequential model with known "
