@@ -11,10 +11,7 @@ def feature_extractor(model: keras.Model, layer_name: str, role: str) -> keras.M
 
     It shares `model`'s layers, so one pass gives both at no extra cost.
     """
-    try:
-        inputs, outputs = model.input, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
+    inputs, outputs = _symbolic_inputs(model), getattr(model, "outputs", None)
     if inputs is None or not outputs:
         raise ValueError(
             f"Feature distillation reads the output of a layer inside the {role} "
@@ -30,6 +27,16 @@ def feature_extractor(model: keras.Model, layer_name: str, role: str) -> keras.M
             f"{names}; pass one of them as `{role}_layer`."
         ) from None
     return keras.Model(inputs, [outputs[0], layer.output], name=f"{model.name}_{role}_features")
+
+
+def _symbolic_inputs(model):
+    """The model's inputs in the structure its call takes, or None."""
+    try:
+        return model.input  # A Functional model's own structure (a dict, say).
+    except (AttributeError, ValueError):
+        pass
+    inputs = getattr(model, "inputs", None)  # Sequential: a list of one.
+    return inputs[0] if inputs and len(inputs) == 1 else inputs or None
 
 
 def feature_projection(teacher_features, student_features):
