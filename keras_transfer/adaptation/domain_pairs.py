@@ -74,7 +74,8 @@ def domain_pairs(
     target_ds, target_size = _target_dataset(tf, target, source_ds.element_spec[0])
     _check_same_examples(source_ds.element_spec[0], target_ds.element_spec)
     source_ds = source_ds.map(lambda x, y: (_cast_floats(tf, x), y))
-    target_ds = target_ds.map(lambda x: _cast_floats(tf, x))
+    # tf.data spreads a tuple element over the arguments.
+    target_ds = target_ds.map(lambda *x: _cast_floats(tf, x if len(x) > 1 else x[0]))
     if shuffle:
         source_ds = source_ds.shuffle(
             _buffer(shuffle_buffer, source_size), seed=seed, reshuffle_each_iteration=True
