@@ -47,9 +47,9 @@ from feature_cache import text_encoder, tokenize
 import keras_transfer as kt
 
 SEED = 0
-SCHEDULE = {0: 1, 1: 3, 2: "all"}
-DECAY = 2.6
 HEAD_LR = 1e-3
+WARMUP_FRACTION = 0.1
+SCRATCH_BN_MOMENTUM = 0.9
 WEIGHT_DECAY = 0.01
 PIXEL_MEAN, PIXEL_STD = 127.0, 128.0  # EfficientNet-Lite0's (x - 127) / 128
 
@@ -101,7 +101,7 @@ def accuracy(model, x, y, batch_size: int) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def pretrained_runs(backbone, make_encoder, data, lr: float, args) -> dict:
+def pretrained_runs(backbone, make_encoder, data, lr: float, decay: float, schedule, args) -> dict:
     """Frozen backbone + head (FeatureCache), then FreezeSchedule + DiscriminativeLR."""
     (x, y), (x_test, y_test), input_shape, input_dtype, num_classes = data
     keras.utils.set_random_seed(SEED)
@@ -119,15 +119,18 @@ def pretrained_runs(backbone, make_encoder, data, lr: float, args) -> dict:
     log(f"  frozen + head: {frozen:.4f} ({frozen_s:.0f} s)")
 
     encoder.trainable = True
-    optimizer = kt.DiscriminativeLR(
-        keras.optimizers.AdamW(lr, weight_decay=WEIGHT_DECAY), model, decay=DECAY
-    )
+    groups = groups_that_train(model)
+    total_steps = args.epochs * -(-len(y) // args.batch_size)
+    adamw = keras.optimizers.AdamW(warmup_cosine(lr, total_steps), weight_decay=WEIGHT_DECAY)
+    optimizer = kt.DiscriminativeLR(adamw, model, decay=decay, groups=groups)
     compile_model(model, optimizer)
-    schedule = kt.FreezeSchedule(model, SCHEDULE, verbose=0)
-    log(f"  layer groups: {[group.name for group in kt.layer_groups(model)]}")
+    freeze_schedule = kt.FreezeSchedule(model, schedule, groups=groups, verbose=1)
+    log(f"  layer groups: {[group.name for group in groups]}")
     start = time.perf_counter()
     keras.utils.set_random_seed(SEED)
-    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=[schedule], verbose=2)
+    model.fit(
+        x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=[freeze_schedule], verbose=2
+    )
     tuned = accuracy(model, x_test, y_test, args.batch_size)
     tuned_s = time.perf_counter() - start
     log(f"  fine-tuned: {tuned:.4f} ({tuned_s:.0f} s)")
@@ -139,14 +142,46 @@ def scratch_run(backbone, make_encoder, data, lr: float, args) -> dict:
     (x, y), (x_test, y_test), input_shape, input_dtype, num_classes = data
     keras.utils.set_random_seed(SEED)
     random_backbone = type(backbone).from_config(backbone.get_config())
+    for layer in random_backbone._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = SCRATCH_BN_MOMENTUM
     model = classifier(make_encoder(random_backbone), input_shape, input_dtype, num_classes)
-    compile_model(model, keras.optimizers.AdamW(lr, weight_decay=WEIGHT_DECAY))
+    total_steps = args.scratch_epochs * -(-len(y) // args.batch_size)
+    adamw = keras.optimizers.AdamW(warmup_cosine(lr, total_steps), weight_decay=WEIGHT_DECAY)
+    compile_model(model, adamw)
     start = time.perf_counter()
     model.fit(x, y, epochs=args.scratch_epochs, batch_size=args.batch_size, verbose=2)
     scratch = accuracy(model, x_test, y_test, args.batch_size)
     scratch_s = time.perf_counter() - start
     log(f"  scratch: {scratch:.4f} ({scratch_s:.0f} s)")
     return {"scratch": scratch, "scratch_s": scratch_s}
+
+
+def warmup_cosine(peak_lr: float, total_steps: int):
+    """Linear warm-up over the first 10 % of the steps, then cosine decay to 0."""
+    warmup_steps = max(1, int(WARMUP_FRACTION * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=peak_lr,
+        warmup_steps=warmup_steps,
+    )
+
+
+def groups_that_train(model) -> list:
+    """`kt.layer_groups(model)`, with BERT's pooler merged into the head.
+
+    The encoder mean-pools `sequence_output`, so the pooler's weights get no
+    gradient; as a group of its own it would take a stage of the freeze
+    schedule and a step of the learning-rate decay.
+    """
+    groups = kt.layer_groups(model)
+    unused = [group for group in groups if group.name == "pooled_dense"]
+    if not unused:
+        return groups
+    head = groups[-1]
+    merged = kt.LayerGroup(head.name, unused[0].layers + head.layers)
+    return [group for group in groups[:-1] if group is not unused[0]] + [merged]
 
 
 def text_experiment(args) -> dict:
@@ -166,7 +201,10 @@ def text_experiment(args) -> dict:
         return text_encoder(bb, args.seq_len, inference_only=False)
 
     log(f"text: {len(y_train)} train, {len(y_test)} test sentences")
-    result = pretrained_runs(backbone, make_encoder, data, args.text_lr, args)
+    schedule = {0: 2, 1: 5, 2: "all"}
+    result = pretrained_runs(
+        backbone, make_encoder, data, args.text_lr, args.text_decay, schedule, args
+    )
     result.update(scratch_run(backbone, make_encoder, data, args.scratch_text_lr, args))
     return {"num_train": len(y_train), "num_test": len(y_test), **result}
 
@@ -182,7 +220,10 @@ def image_experiment(args) -> dict:
         return image_encoder(bb, args.image_size)
 
     log(f"image: {len(y_train)} train, {len(y_test)} test images at {args.image_size} px")
-    result = pretrained_runs(backbone, make_encoder, data, args.image_lr, args)
+    schedule = {0: 2, 1: 5, 2: "all"}
+    result = pretrained_runs(
+        backbone, make_encoder, data, args.image_lr, args.image_decay, schedule, args
+    )
     result.update(scratch_run(backbone, make_encoder, data, args.image_lr, args))
     return {"num_train": len(y_train), "num_test": len(y_test), **result}
 
@@ -203,9 +244,11 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
     parser.add_argument("--scratch-epochs", type=int, default=None, help="default: --epochs")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--text-lr", type=float, default=5e-5)
+    parser.add_argument("--text-lr", type=float, default=1e-4, help="peak rate, top group")
+    parser.add_argument("--text-decay", type=float, default=1.2, help="rate ratio between groups")
     parser.add_argument("--scratch-text-lr", type=float, default=1e-4)
-    parser.add_argument("--image-lr", type=float, default=1e-3)
+    parser.add_argument("--image-lr", type=float, default=1e-3, help="peak rate, top group")
+    parser.add_argument("--image-decay", type=float, default=1.5)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.scratch_epochs is None:

@@ -4,6 +4,7 @@ Keras backend."""
 from keras_transfer import datasets, zoo
 from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
+from keras_transfer.export import export_saved_model
 from keras_transfer.features import FeatureCache
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
 from keras_transfer.groups import LayerGroup, describe_groups, layer_groups
@@ -20,6 +21,7 @@ __all__ = [
     "cache_dir",
     "datasets",
     "describe_groups",
+    "export_saved_model",
     "freeze",
     "layer_groups",
     "load_backbone",
