@@ -118,11 +118,9 @@ class DomainAdaptationSchedule(keras.callbacks.Callback):
         scale = self.scale_at(progress)
         if scale == self._scale:
             return
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            # A JAX fit holds variable values outside the model during an
-            # epoch: write them back, so that the new value is picked up.
-            sync()
+        # On JAX, `Callback.model` first writes the values a fit holds
+        # outside the model back into its variables, so the train step picks
+        # the new value up.
         self.model.adaptation_scale.assign(scale)
         self._scale = scale
 

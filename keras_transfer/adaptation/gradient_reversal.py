@@ -61,11 +61,11 @@ class GradientReversal(keras.layers.Layer):
     the layer to build adversarial models of your own.
 
     The strength is a non-trainable variable, read at every step, so changing
-    it during training (`layer.set_strength(0.3)`, or a callback) takes effect
-    without retracing. It is saved with the model's weights. On the JAX
-    backend a `fit` keeps variables outside the layer during an epoch: change
-    the strength between epochs, or call `model.jax_state_sync()` before
-    changing it inside one (`kt.DomainAdaptationSchedule` does).
+    it during training (`layer.set_strength(0.3)` from a callback) takes
+    effect without retracing. It is saved with the model's weights. (On the
+    JAX backend a `fit` keeps variable values outside the model during an
+    epoch; a callback's `self.model` writes them back first, so set the
+    strength from a callback, or call `model.jax_state_sync()` before.)
 
     Implemented with `keras.ops.custom_gradient`, so it works on the
     TensorFlow, JAX and PyTorch backends.

@@ -84,15 +84,14 @@ def test_functional_form_under_mixed_precision():
 
 
 class StrengthPerStep(keras.callbacks.Callback):
-    def __init__(self, layer, strengths):
+    def __init__(self, layer_name, strengths):
         super().__init__()
-        self.layer, self.strengths = layer, strengths
+        self.layer_name, self.strengths = layer_name, strengths
 
     def on_train_batch_begin(self, batch, logs=None):
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            sync()  # JAX holds variable values outside the model during fit.
-        self.layer.set_strength(self.strengths[batch])
+        # On JAX, `self.model` first writes the values fit holds outside the
+        # model back into its variables.
+        self.model.get_layer(self.layer_name).set_strength(self.strengths[batch])
 
 
 def test_strength_changes_within_fit_without_retrace():
@@ -105,7 +104,7 @@ def test_strength_changes_within_fit_without_retrace():
         counter = TraceCounter()
         model = reversal_model(0.5, counter)
         before = values(model.get_layer("a").weights)[0]
-        callbacks = [StrengthPerStep(model.get_layer("reversal"), strengths)] if change else []
+        callbacks = [StrengthPerStep("reversal", strengths)] if change else []
         model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
         counters.append(counter.calls)
         moves.append(values(model.get_layer("a").weights)[0] - before)
