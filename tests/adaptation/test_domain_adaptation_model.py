@@ -208,23 +208,27 @@ def test_save_and_load_round_trip(tmp_path):
     x_source, y_source, x_target = domain_data()
     for loss in (DomainConfusionLoss("confusion"), MMDLoss(bandwidths=[1.0])):
         keras.backend.clear_session()
-        model = adaptation_model(loss, 0.3, with_domain_head=loss.name != "mmd")
-        one_step(model, x_source, y_source, x_target)
+        trained = isinstance(loss, DomainConfusionLoss)
+        model = adaptation_model(loss, 0.3, with_domain_head=trained)
+        if trained:
+            one_step(model, x_source, y_source, x_target)
+        else:
+            built(model, x_source, x_target)
         model.adaptation_scale.assign(0.25)
         path = os.path.join(tmp_path, f"{loss.name}.keras")
         model.save(path)
         loaded = keras.models.load_model(path, safe_mode=True)
         assert isinstance(loaded, DomainAdaptationModel)
-        assert type(loaded.adaptation_loss) is type(loss)
+        assert loaded.adaptation_loss.get_config() == loss.get_config()
         assert loaded.adaptation_weight == 0.3
         assert float(ops.convert_to_numpy(loaded.adaptation_scale)) == 0.25
         np.testing.assert_allclose(
             loaded.predict(x_target, verbose=0), model.predict(x_target, verbose=0), rtol=1e-6
         )
-        if model.domain_head is not None:
+        if trained:
             for a, b in zip(snapshot(loaded.domain_head), snapshot(model.domain_head)):
                 np.testing.assert_array_equal(a, b)
-        one_step(loaded, x_source, y_source, x_target)  # compiled again, trains on
+            one_step(loaded, x_source, y_source, x_target)  # compiled again, trains on
 
 
 def test_bad_arguments_are_refused():
