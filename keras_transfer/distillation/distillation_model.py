@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import threading
 import types
 import warnings
 
@@ -65,7 +66,7 @@ class DistillationModel(keras.Model):
             `x` itself. A string: `x` is a dict, the teacher gets `x[key]` and
             the student the rest (its single value when one is left). A
             callable (a Keras layer or preprocessor, a function): the teacher
-            gets `teacher_inputs(x)`.
+            gets `teacher_inputs(x)`; a layer is frozen with the teacher.
         teacher_layer: name of a teacher layer whose output the student should
             match (feature distillation); needs `student_layer`.
         student_layer: name of the student layer that matches it; a learned
@@ -119,6 +120,8 @@ class DistillationModel(keras.Model):
         self.feature_weight = _validate_weight(feature_weight, "feature_weight")
         self.from_logits = from_logits
         self.teacher_inputs = _validate_teacher_inputs(teacher_inputs)
+        if isinstance(teacher_inputs, keras.layers.Layer):
+            teacher_inputs.trainable = False  # Part of the teacher.
         _check_class_counts(teacher, student)
         _freeze(teacher)
         self.teacher = teacher
@@ -130,7 +133,8 @@ class DistillationModel(keras.Model):
         # Extractors share the teacher's and student's layers; kept out of
         # Keras tracking so that their weights are saved once, by those models.
         self._extractors = types.SimpleNamespace(teacher=None, student=None)
-        self._step = types.SimpleNamespace(student_features=None)
+        # Per thread: TF's MirroredStrategy runs replicas' steps in threads.
+        self._step = threading.local()
         self.feature_projection = None
         if self.teacher_layer is not None:
             self._extractors.teacher = feature_extractor(teacher, self.teacher_layer, "teacher")
@@ -191,7 +195,8 @@ class DistillationModel(keras.Model):
         labels, cached = _unpack_targets(y)
         if y_pred is None:
             y_pred = self(x, training=training)
-        student_features, self._step.student_features = self._step.student_features, None
+        student_features = getattr(self._step, "student_features", None)
+        self._step.student_features = None
         alpha = self.alpha if labels is not None else 1.0
         needs_teacher = alpha > 0 or self.teacher_layer is not None
         teacher_outputs = teacher_features = None

@@ -204,3 +204,12 @@ def test_export_serves_the_student_alone(tmp_path):
     x, _ = data(4)
     np.testing.assert_allclose(served.serve(x).numpy(), student.predict(x, verbose=0), 1e-6)
     assert len(served.variables) == len(student.variables)
+
+
+def test_a_teacher_inputs_layer_is_frozen_with_the_teacher():
+    hook = keras.layers.Dense(12)
+    hook.build((None, 6))
+    student = classifier(4, "student")
+    model = DistillationModel(frozen_teacher(input_dim=12), student, teacher_inputs=hook)
+    assert not hook.trainable
+    assert {id(v) for v in model.trainable_weights} == {id(v) for v in student.trainable_weights}
