@@ -1,0 +1,367 @@
+"""`kt.DistillationModel`: what distillation buys a small student, and what the cache saves.
+
+Three parts (`--part vision|text|speed|all`):
+
+- vision: a CNN teacher trained on Fashion-MNIST (`kt.datasets.load_fashion_mnist`,
+  the first `--vision-train` training images, `--teacher-epochs` epochs) and a
+  small MLP student (Flatten, Dense(`--student-units`), Dense(10)). For each
+  seed the same student is trained on the labels alone and distilled (labels
+  plus the teacher's soft targets, the teacher's logits cached once by
+  `kt.cache_teacher_outputs`), with the same initial weights, epochs and
+  optimizer. Reports test accuracy and errors on all 10,000 test images, mean
+  and spread over seeds, and the fraction of the teacher-student gap that
+  distillation recovers: (distilled - labels only) / (teacher - labels only).
+- text: the teacher is the real MiniLM-L6 (`kt.load_backbone("minilm_l6")`,
+  frozen, mean-pooled) with a Dense(2) head trained through `kt.FeatureCache` on
+  the first `--text-train` VADER movie sentences (`kt.datasets.load_vader`); it
+  reads MiniLM token ids. The student is an embedding bag (Embedding,
+  GlobalAveragePooling1D, Dense(2)) over its own word vocabulary (a Keras
+  `TextVectorization` fitted on the training sentences): different inputs, which
+  `keras.distillation.Distiller` cannot take. Batches are dicts
+  `{"minilm_ids": ..., "word_ids": ...}` and `teacher_inputs="minilm_ids"`.
+  Labels alone vs distilled, per seed, on all 2,113 test sentences.
+- speed: epoch times of `keras.distillation.Distiller` (teacher on every batch)
+  against `kt.DistillationModel` with a live teacher and with
+  `kt.cache_teacher_outputs`, on the same MiniLM teacher and the same student
+  (an embedding bag over MiniLM token ids, since `Distiller` needs the teacher's
+  inputs), in one process. `Distiller` is given
+  `LogitsDistillation(loss=keras.losses.KLDivergence())`, the instance that
+  takes its softmax path (its default string loss skips the softmax).
+
+Usage (KERAS_BACKEND selects the backend):
+
+    KERAS_BACKEND=tensorflow python benchmarks/distillation.py --part all --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import keras
+import numpy as np
+from feature_cache import text_encoder, tokenize
+
+import keras_transfer as kt
+from keras_transfer.distillation import DistillationModel, cache_teacher_outputs
+
+# Chosen on held-out training images 50,000-59,999 (one seed, student 32 or
+# 128 units, 10 or 20 epochs, T in {2, 4}, alpha in {0.5, 0.9}); not on test.
+TEMPERATURE = 2.0
+ALPHA = 0.5
+
+
+def sparse_cce():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def accuracy(model, x, y, batch_size=256) -> float:
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def summary(values) -> dict:
+    return {
+        "each": values,
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def compare_students(make_student, teacher, x, y, x_test, y_test, args, teacher_inputs=None):
+    """Labels alone vs distilled, per seed; the teacher's outputs cached once."""
+    probe = DistillationModel(
+        teacher, make_student(), TEMPERATURE, ALPHA, teacher_inputs=teacher_inputs
+    )
+    start = time.perf_counter()
+    cached_x, targets = cache_teacher_outputs(probe, x, y, batch_size=args.batch_size)
+    cache_s = time.perf_counter() - start
+    results = {"labels_only": [], "distilled": []}
+    student_x_test = probe.student_view(x_test)
+    for seed in range(args.seeds):
+        keras.utils.set_random_seed(seed)
+        student = make_student()
+        initial = student.get_weights()
+        student.compile(keras.optimizers.Adam(args.learning_rate), sparse_cce())
+        student.fit(
+            probe.student_view(x),
+            y,
+            epochs=args.student_epochs,
+            batch_size=args.batch_size,
+            verbose=0,
+        )
+        results["labels_only"].append(accuracy(student, student_x_test, y_test))
+        keras.utils.set_random_seed(seed)
+        student = make_student()
+        student.set_weights(initial)
+        model = DistillationModel(
+            teacher, student, TEMPERATURE, ALPHA, teacher_inputs=teacher_inputs
+        )
+        model.compile(keras.optimizers.Adam(args.learning_rate), sparse_cce())
+        model.fit(
+            cached_x, targets, epochs=args.student_epochs, batch_size=args.batch_size, verbose=0
+        )
+        results["distilled"].append(accuracy(student, student_x_test, y_test))
+        print(
+            f"  seed {seed}: labels only {results['labels_only'][-1]:.4f}, "
+            f"distilled {results['distilled'][-1]:.4f}",
+            flush=True,
+        )
+    return {key: summary(values) for key, values in results.items()}, cache_s
+
+
+def gap_recovered(teacher_accuracy, students) -> float:
+    baseline = students["labels_only"]["mean"]
+    return (students["distilled"]["mean"] - baseline) / (teacher_accuracy - baseline)
+
+
+def run_vision(args) -> dict:
+    (x_train, y_train), (x_test, y_test) = kt.datasets.load_fashion_mnist()
+    x, y = x_train[: args.vision_train], y_train[: args.vision_train]
+    keras.utils.set_random_seed(1000)
+    teacher = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="teacher_cnn",
+    )
+    teacher.compile(keras.optimizers.Adam(1e-3), sparse_cce())
+    start = time.perf_counter()
+    teacher.fit(x, y, epochs=args.teacher_epochs, batch_size=64, verbose=0)
+    teacher_s = time.perf_counter() - start
+    teacher.trainable = False
+    teacher_accuracy = accuracy(teacher, x_test, y_test)
+    print(f"vision teacher: {teacher_accuracy:.4f} ({teacher_s:.0f} s)", flush=True)
+
+    def make_student():
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(args.student_units, activation="relu"),
+                keras.layers.Dense(10),
+            ],
+            name="student_mlp",
+        )
+
+    students, cache_s = compare_students(make_student, teacher, x, y, x_test, y_test, args)
+    return {
+        "teacher_accuracy": teacher_accuracy,
+        "teacher_test_errors": round((1 - teacher_accuracy) * len(y_test)),
+        "students": students,
+        "student_test_errors": {
+            key: round((1 - value["mean"]) * len(y_test)) for key, value in students.items()
+        },
+        "gap_recovered": gap_recovered(teacher_accuracy, students),
+        "teacher_train_s": teacher_s,
+        "cache_s": cache_s,
+        "num_train": len(y),
+        "num_test": len(y_test),
+    }
+
+
+def minilm_teacher(x_ids, y, args):
+    """Frozen MiniLM + Dense(2) head trained through FeatureCache; reads token ids."""
+    backbone = kt.load_backbone("minilm_l6")
+    backbone.trainable = False
+    encoder = text_encoder(backbone, args.seq_len, inference_only=True)
+    keras.utils.set_random_seed(1000)
+    teacher = keras.Sequential(
+        [keras.Input((args.seq_len,), dtype="int32"), encoder, keras.layers.Dense(2, name="head")],
+        name="minilm_teacher",
+    )
+    teacher.compile(keras.optimizers.Adam(1e-3), sparse_cce(), metrics=["accuracy"])
+    cache = kt.FeatureCache(teacher, batch_size=args.batch_size)
+    cache.fit(x_ids, y, epochs=args.teacher_head_epochs, batch_size=32, verbose=0)
+    teacher.trainable = False
+    return teacher, cache
+
+
+def run_text(args, texts) -> dict:
+    (x_train, y_train), (x_test, y_test), ids, ids_test = texts
+    x, y = x_train[: args.text_train], y_train[: args.text_train]
+    start = time.perf_counter()
+    teacher, cache = minilm_teacher(ids[: args.text_train], y, args)
+    features, _ = cache.extract(ids_test, y_test)
+    teacher_logits = keras.ops.convert_to_numpy(teacher.get_layer("head")(features))
+    teacher_accuracy = float(np.mean(np.argmax(teacher_logits, -1) == y_test))
+    teacher_s = time.perf_counter() - start
+    print(f"text teacher: {teacher_accuracy:.4f} ({teacher_s:.0f} s)", flush=True)
+
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=args.vocabulary, output_sequence_length=args.seq_len
+    )
+    vectorizer.adapt(x)
+
+    def word_ids(sentences):
+        return keras.ops.convert_to_numpy(vectorizer(sentences)).astype("int32")
+
+    def make_student():
+        return keras.Sequential(
+            [
+                keras.Input((args.seq_len,), dtype="int32"),
+                keras.layers.Embedding(args.vocabulary, 64, mask_zero=True),
+                keras.layers.GlobalAveragePooling1D(),
+                keras.layers.Dense(2),
+            ],
+            name="embedding_bag",
+        )
+
+    batch = {"minilm_ids": ids[: args.text_train], "word_ids": word_ids(x)}
+    batch_test = {"word_ids": word_ids(x_test)}
+    students, cache_s = compare_students(
+        make_student, teacher, batch, y, batch_test, y_test, args, teacher_inputs="minilm_ids"
+    )
+    return {
+        "teacher_accuracy": teacher_accuracy,
+        "students": students,
+        "gap_recovered": gap_recovered(teacher_accuracy, students),
+        "teacher_train_s": teacher_s,
+        "cache_s": cache_s,
+        "num_train": len(y),
+        "num_test": len(y_test),
+    }, teacher
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall and process-CPU seconds of each epoch (CPU is steadier on a shared machine)."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        wall, cpu = self._start
+        self.seconds.append(
+            {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        )
+
+
+def run_speed(args, texts, teacher) -> dict:
+    (_, y_train), _, ids, _ = texts
+    x, y = ids[: args.speed_samples], y_train[: args.speed_samples]
+
+    def make_student():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [
+                keras.Input((args.seq_len,), dtype="int32"),
+                keras.layers.Embedding(30522, 32, mask_zero=True),
+                keras.layers.GlobalAveragePooling1D(),
+                keras.layers.Dense(2),
+            ],
+            name="student_on_minilm_ids",
+        )
+
+    def timed_fit(model, *data):
+        model.compile(keras.optimizers.Adam(1e-3), sparse_cce())
+        timer = EpochTimer()
+        model.fit(
+            *data,
+            epochs=args.speed_epochs,
+            batch_size=args.batch_size,
+            verbose=0,
+            callbacks=[timer],
+        )
+        return timer.seconds
+
+    distiller = keras.distillation.Distiller(
+        teacher,
+        make_student(),
+        keras.distillation.LogitsDistillation(TEMPERATURE, loss=keras.losses.KLDivergence()),
+        student_loss_weight=1 - ALPHA,
+    )
+    results = {"keras_distiller": timed_fit(distiller, x, y)}
+    print(f"speed: Distiller epochs {results['keras_distiller']}", flush=True)
+    live = DistillationModel(teacher, make_student(), TEMPERATURE, ALPHA)
+    results["distillation_model_live"] = timed_fit(live, x, y)
+    print(f"speed: live teacher epochs {results['distillation_model_live']}", flush=True)
+    cached = DistillationModel(teacher, make_student(), TEMPERATURE, ALPHA)
+    wall, cpu = time.perf_counter(), time.process_time()
+    cached_data = cache_teacher_outputs(cached, x, y, batch_size=args.batch_size)
+    results["cache_pass"] = {
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+    }
+    results["distillation_model_cached"] = timed_fit(cached, *cached_data)
+    print(f"speed: cache {results['cache_pass']}, epochs {results['distillation_model_cached']}")
+    for clock in ("wall_s", "cpu_s"):
+        # Steady-state epochs: the first one includes tracing.
+        distiller_epoch = statistics.mean(e[clock] for e in results["keras_distiller"][1:])
+        cached_epoch = statistics.mean(e[clock] for e in results["distillation_model_cached"][1:])
+        results[f"epoch_ratio_{clock}"] = distiller_epoch / cached_epoch
+        results[f"total_ratio_{clock}"] = sum(e[clock] for e in results["keras_distiller"]) / (
+            results["cache_pass"][clock]
+            + sum(e[clock] for e in results["distillation_model_cached"])
+        )
+    results["samples"] = len(y)
+    results["epochs"] = args.speed_epochs
+    return results
+
+
+def load_texts(args):
+    (x_train, y_train), (x_test, y_test) = kt.datasets.load_vader("movies")
+    count = max(args.text_train, args.speed_samples)
+    ids = tokenize(x_train[:count], args.seq_len)
+    ids_test = tokenize(x_test, args.seq_len)
+    return (x_train, y_train), (x_test, y_test), ids, ids_test
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["vision", "text", "speed", "all"], default="all")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--student-epochs", type=int, default=20)
+    parser.add_argument("--vision-train", type=int, default=20000)
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--student-units", type=int, default=128)
+    parser.add_argument("--text-train", type=int, default=2048)
+    parser.add_argument("--teacher-head-epochs", type=int, default=10)
+    parser.add_argument("--vocabulary", type=int, default=10000)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--speed-samples", type=int, default=512)
+    parser.add_argument("--speed-epochs", type=int, default=3)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    result = {
+        "backend": keras.backend.backend(),
+        "settings": vars(args) | {"temperature": TEMPERATURE, "alpha": ALPHA},
+    }
+    start = time.perf_counter()
+    if args.part in ("vision", "all"):
+        result["vision"] = run_vision(args)
+    if args.part in ("text", "speed", "all"):
+        texts = load_texts(args)
+        teacher = None
+        if args.part in ("text", "all"):
+            result["text"], teacher = run_text(args, texts)
+        if args.part in ("speed", "all"):
+            if teacher is None:
+                teacher, _ = minilm_teacher(
+                    texts[2][: args.text_train], texts[0][1][: args.text_train], args
+                )
+            result["speed"] = run_speed(args, texts, teacher)
+    result["total_s"] = time.perf_counter() - start
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
