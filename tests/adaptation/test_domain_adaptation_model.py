@@ -273,3 +273,19 @@ def test_feature_extractor_must_give_one_tensor():
     model = DomainAdaptationModel(extractor, keras.layers.Dense(2))
     with pytest.raises(ValueError, match="one tensor"):
         model(np.zeros((2, 3), "float32"))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="SavedModel export runs on TensorFlow"
+)
+def test_export_serves_the_task_model(tmp_path):
+    import tensorflow as tf
+
+    x_source, y_source, x_target = domain_data()
+    model = adaptation_model()
+    one_step(model, x_source, y_source, x_target)
+    path = os.path.join(tmp_path, "exported")
+    model.export(path, verbose=False)
+    reloaded = tf.saved_model.load(path)
+    served = reloaded.serve(tf.constant(x_target))
+    np.testing.assert_allclose(served.numpy(), model.predict(x_target, verbose=0), rtol=1e-5)
