@@ -89,6 +89,9 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
     0.1
     """
 
+    # The weight decay of the group being decayed is `weight_decay` times this.
+    _decay_multiplier = 1.0
+
     def __init__(
         self,
         optimizer,
@@ -103,6 +106,7 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         optimizer = _resolve_optimizer(optimizer)
         settings = _take_over_settings(optimizer, kwargs)
         super().__init__(name=name or f"discriminative_{optimizer.name}", **settings)
+        _check_same_strategy(optimizer, self)
         for setting, off in _TAKEN_OVER.items():
             setattr(optimizer, setting, off)
         self.inner_optimizer = optimizer
@@ -153,18 +157,31 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         # it instead would hand JAX one buffer for two donated variables.)
         self.inner_optimizer._iterations.assign_add(1)
 
+    @property
+    def weight_decay(self):
+        if self._weight_decay is None:
+            return None
+        return self._weight_decay * self._decay_multiplier
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        self._weight_decay = value
+
     def _apply_weight_decay(self, variables):
         if self.weight_decay is None:
             return
-        base_decay = self.weight_decay
         try:
             for multiplier, (_, group_variables) in self._by_multiplier(variables).items():
                 # The backend's own decay path (distribution-aware on TF, fused
-                # on torch) reads `weight_decay` when traced.
-                self.weight_decay = base_decay * multiplier
+                # on torch) reads `weight_decay` when traced. Only the group's
+                # multiplier changes, never the configured decay: under
+                # `MirroredStrategy` every replica runs this loop in its own
+                # thread, in lockstep, and TF reads `weight_decay` in a merge
+                # call once all of them have set the same multiplier.
+                self._decay_multiplier = multiplier
                 super()._apply_weight_decay(group_variables)
         finally:
-            self.weight_decay = base_decay
+            self._decay_multiplier = 1.0
 
     def _use_weight_decay(self, variable):
         # Exclusions may be set on either optimizer (BERT recipes set them on
@@ -262,6 +279,19 @@ def _resolve_optimizer(optimizer):
             "`compile`."
         )
     return optimizer
+
+
+def _check_same_strategy(optimizer, wrapper) -> None:
+    # On TensorFlow an optimizer keeps the tf.distribute strategy it was made
+    # under and creates its slots there: both must be made under the same one.
+    inner_strategy = getattr(optimizer, "_distribution_strategy", None)
+    if inner_strategy is not None and inner_strategy is not wrapper._distribution_strategy:
+        raise ValueError(
+            f"Optimizer '{optimizer.name}' was created under another tf.distribute "
+            "strategy scope than DiscriminativeLR. Create both inside the same "
+            "`with strategy.scope():`, e.g. `kt.DiscriminativeLR("
+            "keras.optimizers.Adam(1e-4), model)` there, with the model and `compile`."
+        )
 
 
 def _take_over_settings(optimizer, overrides: dict) -> dict:
