@@ -90,10 +90,12 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     @property
     def initial_lr(self) -> float:
+        """The rate at step 0: `max_lr / div_factor`."""
         return self.max_lr / self.div_factor
 
     @property
     def final_lr(self) -> float:
+        """The rate from `total_steps` on: `initial_lr / final_div_factor`."""
         return self.initial_lr / self.final_div_factor
 
     def __call__(self, step):
