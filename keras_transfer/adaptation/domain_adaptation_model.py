@@ -137,6 +137,11 @@ class DomainAdaptationModel(keras.Model):
             keras.metrics.Mean(name="domain_accuracy") if domain_head is not None else None
         )
         self._source_shape = None
+        known_input = _known_input_shape(feature_extractor)
+        if known_input is not None:
+            # Built now, `kt.layer_groups`, `FreezeSchedule` and
+            # `DiscriminativeLR` can see every layer before the first `fit`.
+            self.build(known_input)
 
     @property
     def task_head(self) -> keras.layers.Layer:
@@ -349,6 +354,21 @@ def _check_task_loss(loss):
             f"{type(loss).__name__} is a domain loss: give it to the constructor, "
             "`kt.DomainAdaptationModel(..., loss=...)`, and `compile` the task loss."
         )
+
+
+def _known_input_shape(layer):
+    """The input shape of a built Functional or Sequential model, else None."""
+    if not (isinstance(layer, keras.Model) and layer.built):
+        return None
+    try:
+        inputs = layer.input  # Functional: the nested structure of inputs.
+    except (AttributeError, ValueError):
+        # Sequential raises until called, but knows its one input.
+        inputs = getattr(layer, "inputs", None)
+        if not inputs or len(inputs) != 1:
+            return None
+        inputs = inputs[0]
+    return keras.tree.map_structure(lambda tensor: tuple(tensor.shape), inputs)
 
 
 def _check_features(features):

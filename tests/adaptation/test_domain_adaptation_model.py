@@ -21,6 +21,7 @@ from keras_transfer.adaptation import (
     MMDLoss,
     domain_pairs,
 )
+from keras_transfer.groups import layer_groups
 
 LR = 0.1
 
@@ -289,3 +290,17 @@ def test_export_serves_the_task_model(tmp_path):
     reloaded = tf.saved_model.load(path)
     served = reloaded.serve(tf.constant(x_target))
     np.testing.assert_allclose(served.numpy(), model.predict(x_target, verbose=0), rtol=1e-5)
+
+
+def test_built_at_construction_when_the_extractor_has_an_input():
+    extractor = keras.Sequential(
+        [keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 3), keras.layers.Flatten()]
+    )
+    model = DomainAdaptationModel(extractor, keras.layers.Dense(2))
+    assert model.built and model.domain_head.built
+    assert [group.name for group in layer_groups(model)][-1] == "heads"
+    model.compile(optimizer="sgd", loss=task_loss())
+    tokens = np.random.default_rng(0).integers(0, 10, (12, 5)).astype("int32")
+    pairs = domain_pairs((tokens, np.zeros(12, "int32")), tokens[:7] % 3, batch_size=4)
+    history = model.fit(pairs, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
