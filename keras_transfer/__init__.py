@@ -1,31 +1,45 @@
 """keras_transfer: transfer learning in a few `compile` / `fit` calls, on every
 Keras backend."""
 
-from keras_transfer import datasets, zoo
+from keras_transfer import datasets, schedules, zoo
 from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
+from keras_transfer.distillation import (
+    DistillationModel,
+    KnowledgeDistillationLoss,
+    cache_teacher_outputs,
+)
 from keras_transfer.export import export_saved_model
 from keras_transfer.features import FeatureCache
+from keras_transfer.finetune import finetune
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
 from keras_transfer.groups import LayerGroup, describe_groups, layer_groups
+from keras_transfer.lr_finder import LRFinderResult, lr_find
 from keras_transfer.optimizers import DiscriminativeLR
 from keras_transfer.version import __version__
 
 __all__ = [
     "DiscriminativeLR",
+    "DistillationModel",
     "FeatureCache",
     "FreezeSchedule",
     "HubLayer",
+    "KnowledgeDistillationLoss",
+    "LRFinderResult",
     "LayerGroup",
     "__version__",
     "cache_dir",
+    "cache_teacher_outputs",
     "datasets",
     "describe_groups",
     "export_saved_model",
+    "finetune",
     "freeze",
     "layer_groups",
     "load_backbone",
     "load_preprocessor",
+    "lr_find",
+    "schedules",
     "unfreeze",
     "zoo",
 ]

@@ -1,37 +1,46 @@
+import os
 import re
 
+import keras
+import numpy as np
 import pytest
+from testing_utils import tiny_bert
 
 from keras_transfer import cli
 from keras_transfer.cli import main
 
 
 def _table_rows(out: str) -> dict:
-    """method -> (accuracy, seconds), read from the table at the end of `out`."""
-    lines = out.rstrip().splitlines()
+    """method -> (accuracy, seconds), read from the table (ended by a blank line)."""
+    lines = out.rstrip().splitlines() + [""]
+    start = lines.index(next(x for x in lines if x.startswith("method"))) + 2
     rows = {}
-    for line in lines[lines.index(next(x for x in lines if x.startswith("method"))) + 2 :]:
+    for line in lines[start : lines.index("", start)]:
         match = re.fullmatch(r"(.+?)\s+(\d\.\d{3})\s+(\d+\.\d)", line)
         assert match, f"not a table row: {line!r}"
         rows[match.group(1)] = (float(match.group(2)), float(match.group(3)))
     return rows
 
 
-def test_quick_demo_runs_and_prints_the_table(capsys):
-    assert main(["demo", "--quick", "--seed", "1"]) == 0
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the real demo (EfficientNet-Lite0) runs once, on TensorFlow; its parts are "
+    "tested on every backend in tests/finetune",
+)
+def test_quick_demo_runs_prints_the_table_and_writes_the_outputs(capsys, tmp_path):
+    output = tmp_path / "demo"
+    assert main(["demo", "--quick", "--seed", "1", "--output", str(output)]) == 0
     out = capsys.readouterr().out
-    assert "Layer groups" in out and "features" in out
-    assert "FreezeSchedule: epoch 0: 1/4 groups trainable (head)" in out
-    assert "Epoch 2/2" in out
+    assert "FreezeSchedule: epoch 0:" in out
     rows = _table_rows(out)
     assert list(rows) == [
-        "pretrained on MNIST-5k only (no digits)",
-        "from scratch on 20 digits",
-        "fine-tuned: gradual unfreezing + discriminative LR",
+        "EfficientNet-Lite0 from scratch",
+        "EfficientNet-Lite0 ImageNet, fine-tuned",
     ]
     for accuracy, seconds in rows.values():
         assert 0.0 <= accuracy <= 1.0
         assert seconds >= 0.0
+    assert sorted(os.listdir(output)) == ["metrics.json", "saved_model", "training_curves.png"]
 
 
 @pytest.fixture
@@ -45,10 +54,10 @@ def demo_calls(monkeypatch):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        ([], {"epochs": 10, "train_size": 100, "seed": 0}),
-        (["--quick"], {"epochs": 2, "train_size": 20, "pretrain_epochs": 1}),
-        (["--quick", "--epochs", "3"], {"epochs": 3, "train_size": 20}),
-        (["--train-size", "50", "--seed", "4"], {"epochs": 10, "train_size": 50, "seed": 4}),
+        ([], {"seed": 0, "output_dir": "keras_transfer_demo"}),
+        (["--quick"], {"epochs": 1, "train_size": 40, "image_size": 32}),
+        (["--quick", "--epochs", "3"], {"epochs": 3, "train_size": 40}),
+        (["--train-size", "50", "--seed", "4", "--output", "x"], {"train_size": 50, "seed": 4}),
     ],
 )
 def test_options_reach_the_demo(demo_calls, argv, expected):
@@ -66,8 +75,9 @@ def test_options_reach_the_demo(demo_calls, argv, expected):
         (["demo", "--epochs", "ten"], 2, "--epochs: expected a positive integer"),
         (["demo", "--seed", "-1"], 2, "--seed: expected an integer >= 0"),
         (["demo", "--learning-rate", "1"], 2, "unrecognized arguments"),
-        (["demo", "--train-size", "5"], 1, "`train_size` must be an integer between 10 and"),
-        (["demo", "--train-size", "100000"], 1, "`train_size` must be an integer between 10 and"),
+        (["demo", "--train-size", "5"], 1, "`train_size` must be an integer between 20 and"),
+        (["demo", "--train-size", "100000"], 1, "`train_size` must be an integer between 20 and"),
+        (["finetune", "--data", "x"], 2, "the following arguments are required: --backbone"),
     ],
 )
 def test_bad_input_gives_one_line_and_a_non_zero_status(capsys, argv, status, words):
@@ -94,3 +104,123 @@ def test_help_exits_cleanly(capsys):
         main(["demo", "--help"])
     assert exit_info.value.code == 0
     assert "--train-size" in capsys.readouterr().out
+
+
+EXPORTS = keras.backend.backend() in ("tensorflow", "jax")
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "bad", "awful", "film"]
+
+
+def _write_png(path, pixels):
+    import tensorflow as tf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(pixels).numpy())
+
+
+@pytest.fixture
+def text_preset(tmp_path):
+    """A tiny BERT with its tokenizer, saved as a local KerasHub preset folder."""
+    import keras_hub
+
+    folder = str(tmp_path / "tiny_bert_preset")
+    tiny_bert(vocabulary_size=len(WORDS)).save_to_preset(folder)
+    keras_hub.models.BertTokenizer(vocabulary=WORDS).save_to_preset(folder)
+    return folder
+
+
+@pytest.fixture
+def image_preset(tmp_path):
+    """A tiny KerasHub ResNet saved as a preset folder (no preprocessor)."""
+    import keras_hub
+
+    folder = str(tmp_path / "tiny_resnet_preset")
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64],
+        stackwise_num_blocks=[1],
+        stackwise_num_strides=[1],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(None, None, 3),
+    ).save_to_preset(folder)
+    return folder
+
+
+@pytest.fixture
+def reviews_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    rows = ["good film,pos", "great,pos", "bad film,neg", "awful,neg"] * 4
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def _image_folder(root, classes=("circle", "square"), per_class=4):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        for index in range(per_class):
+            _write_png(root / name / f"{index}.png", rng.integers(0, 256, (9, 7, 3), "uint8"))
+    return str(root)
+
+
+@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+def test_finetune_on_a_csv_writes_saved_model_metrics_and_plot(
+    capsys, text_preset, reviews_csv, tmp_path
+):
+    export = tmp_path / "out"
+    argv = ["finetune", "--backbone", text_preset, "--data", reviews_csv, "--export", str(export)]
+    argv += ["--head-epochs", "1", "--epochs", "2", "--sequence-length", "8", "--verbose", "2"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "16 text examples in 2 classes" in out
+    assert "FreezeSchedule: epoch 1:" in out
+    assert sorted(os.listdir(export)) == ["metrics.json", "saved_model", "training_curves.png"]
+
+
+@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+def test_finetune_on_an_image_folder(capsys, image_preset, tmp_path):
+    data = _image_folder(tmp_path / "shapes")
+    export = tmp_path / "out"
+    argv = ["finetune", "--backbone", image_preset, "--data", data, "--export", str(export)]
+    argv += ["--head-epochs", "1", "--epochs", "1", "--image-size", "16", "--verbose", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "8 image examples in 2 classes" in capsys.readouterr().out
+    assert os.path.isdir(export / "saved_model")
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("missing folder", "does not exist"),
+        ("one class", "only ['circle']"),
+        ("unreadable image", "Cannot read image"),
+        ("csv without columns", "needs ['text']"),
+        ("unknown backbone", "could not be fetched"),
+    ],
+)
+def test_finetune_bad_input_gives_one_line_and_a_non_zero_status(
+    capsys, tmp_path, image_preset, case, words
+):
+    data, backbone = _image_folder(tmp_path / "shapes"), image_preset
+    if case == "missing folder":
+        data = str(tmp_path / "nowhere")
+    elif case == "one class":
+        data = _image_folder(tmp_path / "one", classes=("circle",))
+    elif case == "unreadable image":
+        (tmp_path / "shapes" / "circle" / "broken.png").write_bytes(b"not a png")
+    elif case == "csv without columns":
+        data = str(tmp_path / "a.csv")
+        (tmp_path / "a.csv").write_text("sentence,label\nhi,a\nho,b\n")
+    else:
+        backbone = "no_such_backbone_anywhere"
+    argv = ["finetune", "--backbone", backbone, "--data", data, "--export", str(tmp_path / "o")]
+    argv += ["--head-epochs", "1", "--epochs", "1", "--image-size", "16", "--verbose", "0"]
+    status = main(argv)
+    captured = capsys.readouterr()
+    if case == "unreadable image" and not EXPORTS:
+        words = "needs the TensorFlow or JAX backend"
+    assert status == 1
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("keras-transfer: error: ")
+    assert words in lines[0]

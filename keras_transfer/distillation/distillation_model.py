@@ -257,6 +257,10 @@ class DistillationModel(keras.Model):
             self.student.save(filepath)
         return self.student
 
+    def serving_model(self) -> keras.Model:
+        """The model that serves predictions: the student (`kt.export_saved_model` uses it)."""
+        return self.student
+
     def export(self, filepath, format="tf_saved_model", **kwargs):
         """Exports the student alone for serving (see `keras.Model.export`)."""
         return self.student.export(filepath, format=format, **kwargs)

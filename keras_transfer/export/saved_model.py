@@ -89,7 +89,7 @@ def export_saved_model(
     >>> result["probabilities"].shape
     TensorShape([2, 3])
     """
-    _require_exporting_backend()
+    require_exporting_backend()
     model = _serving_model(model)
     if not model.built:
         raise ValueError(
@@ -121,7 +121,7 @@ def _symbolic_output(model):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _require_exporting_backend():
+def require_exporting_backend():
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         raise RuntimeError(
