@@ -11,7 +11,7 @@ import pytest
 TUTORIALS = pathlib.Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 # Notebooks whose point is a matplotlib figure: it must reach the outputs.
-FIGURE_NOTEBOOKS = ["01_gradual_unfreezing.ipynb"]
+FIGURE_NOTEBOOKS = ["00_gradual_unfreezing.ipynb"]
 
 _REQUIRED = ("nbclient", "nbformat", "ipykernel", "matplotlib", "sklearn", "mlxtend")
 _MISSING = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
