@@ -271,7 +271,10 @@ def test_feature_extractor_must_give_one_tensor():
     inputs = keras.Input((3,))
     dense = keras.layers.Dense(2)(inputs)
     extractor = keras.Model(inputs, {"a": dense, "b": dense})
-    model = DomainAdaptationModel(extractor, keras.layers.Dense(2))
+    with pytest.raises(ValueError, match="one tensor"):
+        DomainAdaptationModel(extractor, keras.layers.Dense(2))
+    unbuilt = keras.layers.Lambda(lambda x: {"a": x, "b": x})
+    model = DomainAdaptationModel(unbuilt, keras.layers.Dense(2))
     with pytest.raises(ValueError, match="one tensor"):
         model(np.zeros((2, 3), "float32"))
 
