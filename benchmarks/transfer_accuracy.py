@@ -9,19 +9,21 @@ Two experiments, each scored on a fixed held-out test set:
     - a1 `frozen`: frozen backbone, head trained with `kt.FeatureCache`
       (`--head-epochs`, Adam 1e-3);
     - a2 `fine-tuned`: a1's model, then `--epochs` epochs with
-      `kt.FreezeSchedule({0: 1, 1: 3, 2: "all"})` and
-      `kt.DiscriminativeLR(AdamW(--text-lr), decay=2.6)`;
+      `kt.FreezeSchedule({0: 2, 1: 5, 2: "all"})` and
+      `kt.DiscriminativeLR(AdamW(warm-up + cosine to --text-lr), decay=--text-decay)`
+      (BERT's unused pooler merged into the head group);
     - a3 `scratch`: the same architecture (`BertBackbone.from_config`) from
       random initialisation, every layer trained for `--scratch-epochs`
-      epochs with AdamW(`--scratch-text-lr`).
+      epochs with AdamW(warm-up + cosine to `--scratch-text-lr`).
     Published anchors on the 10,662 Pang & Lee sentences (10-fold CV): Kim
     (2014) CNN 81.5 %, NBSVM (Wang & Manning 2012) 79.4 %.
 (b) images: EfficientNet-Lite0 (`kt.load_backbone("efficientnet_lite0_imagenet")`,
     global average pooling, `Dense(10)`) on the first `--image-train`
     Fashion-MNIST training images, resized to `--image-size` and repeated to 3
     channels, scored on the 10,000 test images; pretrained (frozen head, then
-    the same schedule as a2 with `--image-lr`) against random initialisation
-    (every layer trained, AdamW(`--image-lr`), `--scratch-epochs` epochs).
+    the same schedule as a2 with `--image-lr`, `--image-decay`) against random
+    initialisation (every layer trained, AdamW(`--image-lr`), `--scratch-epochs`
+    epochs, BatchNormalization momentum 0.9 so that its statistics catch up).
 
 Models are `Sequential([Input, encoder, Dense])`, with preprocessing, backbone
 and pooling in one nested `encoder` model, so that `kt.FeatureCache` can cut
