@@ -164,21 +164,25 @@ def freeze_schedule_dlr(distributed: bool):
     return model, history
 
 
-def distillation(distributed: bool, feature_layers: bool = False):
-    """DistillationModel, its student at two rates (DiscriminativeLR).
+def distillation(distributed: bool):
+    """DistillationModel with feature matching; the student at two rates.
 
-    With `feature_layers`, the student's hidden layer also matches the
-    teacher's through a learned projection (feature distillation).
+    The loss has all three terms: distillation, hard labels, and the student's
+    hidden layer matching the teacher's through a learned projection.
     """
     teacher = classifier(8, "teacher")
     seed_weights(teacher, seed=7)
     teacher.trainable = False
     student = classifier(4, "student")
     seed_weights(student, seed=3)
-    layers = {}
-    if feature_layers:
-        layers = {"teacher_layer": "teacher_hidden", "student_layer": "student_hidden"}
-    model = DistillationModel(teacher, student, temperature=2.0, alpha=0.6, **layers)
+    model = DistillationModel(
+        teacher,
+        student,
+        temperature=2.0,
+        alpha=0.6,
+        teacher_layer="teacher_hidden",
+        student_layer="student_hidden",
+    )
     model.compile(
         optimizer=kt.DiscriminativeLR(keras.optimizers.Adam(0.02), student, decay=2.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -187,7 +191,7 @@ def distillation(distributed: bool, feature_layers: bool = False):
 
 
 def domain_adaptation(distributed: bool, loss=None):
-    """DomainAdaptationModel (by default DANN) under a FreezeSchedule."""
+    """DomainAdaptationModel: DANN under a FreezeSchedule, or another loss."""
     features = keras.Sequential(
         [
             keras.layers.Dense(6, activation="tanh", name="f1"),
@@ -212,8 +216,8 @@ def domain_adaptation(distributed: bool, loss=None):
         optimizer=keras.optimizers.SGD(0.1, momentum=0.5),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    schedule = kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)
-    return model, fit(model, pairs, y_source, callbacks=[schedule])
+    schedule = [kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)] if loss is None else []
+    return model, fit(model, pairs, y_source, callbacks=schedule)
 
 
 def domain_coral(distributed: bool):
@@ -251,7 +255,6 @@ class PerReplicaCoral(keras.losses.Loss):
 SCENARIOS = {
     "freeze_schedule_dlr": freeze_schedule_dlr,
     "distillation_dlr": distillation,
-    "feature_distillation": functools.partial(distillation, feature_layers=True),
     "domain_adaptation_freeze_schedule": domain_adaptation,
     "domain_confusion": lambda distributed: domain_adaptation(
         distributed, DomainConfusionLoss("confusion")

@@ -44,15 +44,15 @@ def dense_model():
 def test_freeze_schedule_and_discriminative_lr(policy):
     keras.config.set_dtype_policy(policy)
     model = dense_model()
-    optimizer = kt.DiscriminativeLR(keras.optimizers.AdamW(0.02, weight_decay=0.01), model)
+    optimizer = kt.DiscriminativeLR(keras.optimizers.AdamW(0.05, weight_decay=0.01), model)
     model.compile(optimizer=optimizer, loss="mse")
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.optimizer.inner_optimizer is optimizer
-    schedule = kt.FreezeSchedule(model, {0: 1, 1: 2, 2: "all"}, verbose=0)
+    schedule = kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)
     x, y = regression_data(64)
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[schedule])
-    assert history.history["trainable_params"] == [17.0, 289.0, 401.0]
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[schedule])
+    assert history.history["trainable_params"] == [17.0, 401.0]
     assert_trained_in_mixed_precision(model, history, policy, model.get_layer("a"))
     assert optimizer.multiplier_for(model.get_layer("a").kernel) == pytest.approx(2.6**-2)
 
@@ -110,11 +110,11 @@ def test_domain_adaptation_model(policy):
     # FreezeSchedule has looked for its layer groups.
     model({"source": x_source[:1], "target": x_target[:1]})
     model.compile(
-        optimizer=kt.DiscriminativeLR(keras.optimizers.Adam(0.01), model, decay=2.0),
+        optimizer=kt.DiscriminativeLR(keras.optimizers.Adam(0.03), model, decay=2.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     pairs = domain_pairs((x_source, y_source), x_target, batch_size=16, seed=0)
     schedule = kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)
-    history = model.fit(pairs, epochs=3, shuffle=False, verbose=0, callbacks=[schedule])
+    history = model.fit(pairs, epochs=2, shuffle=False, verbose=0, callbacks=[schedule])
     assert_trained_in_mixed_precision(model, history, policy, model.feature_extractor.layers[0])
     assert np.all(np.isfinite(history.history["domain_loss"]))
