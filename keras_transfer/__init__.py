@@ -2,6 +2,15 @@
 Keras backend."""
 
 from keras_transfer import datasets, schedules, zoo
+from keras_transfer.adaptation import (
+    CoralLoss,
+    DomainAdaptationModel,
+    DomainAdaptationSchedule,
+    DomainConfusionLoss,
+    GradientReversal,
+    MMDLoss,
+    domain_pairs,
+)
 from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
 from keras_transfer.distillation import (
@@ -19,19 +28,26 @@ from keras_transfer.optimizers import DiscriminativeLR
 from keras_transfer.version import __version__
 
 __all__ = [
+    "CoralLoss",
     "DiscriminativeLR",
     "DistillationModel",
+    "DomainAdaptationModel",
+    "DomainAdaptationSchedule",
+    "DomainConfusionLoss",
     "FeatureCache",
     "FreezeSchedule",
+    "GradientReversal",
     "HubLayer",
     "KnowledgeDistillationLoss",
     "LRFinderResult",
     "LayerGroup",
+    "MMDLoss",
     "__version__",
     "cache_dir",
     "cache_teacher_outputs",
     "datasets",
     "describe_groups",
+    "domain_pairs",
     "export_saved_model",
     "finetune",
     "freeze",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from keras.src.losses.loss import (
+    scale_loss_for_distribution,
+    unscale_loss_for_distribution,
+)
 
 from keras_transfer.adaptation.domain_confusion_loss import DomainConfusionLoss, domain_accuracy
 from keras_transfer.adaptation.gradient_reversal import check_strength, reverse_gradient
@@ -193,8 +197,10 @@ class DomainAdaptationModel(keras.Model):
         adaptation_loss, domain_loss, accuracy = self._adaptation_terms(
             y_pred["source_features"], y_pred["target_features"]
         )
-        self.task_loss_tracker.update_state(task_loss)
-        self.domain_loss_tracker.update_state(domain_loss)
+        # Under tf.distribute the losses are divided by the replica count (so
+        # that the replicas' gradients sum to the global one); the logs are not.
+        self.task_loss_tracker.update_state(unscale_loss_for_distribution(task_loss))
+        self.domain_loss_tracker.update_state(unscale_loss_for_distribution(domain_loss))
         if accuracy is not None:
             self.domain_accuracy_tracker.update_state(accuracy)
         return task_loss + ops.cast(adaptation_loss, task_loss.dtype)
@@ -209,7 +215,9 @@ class DomainAdaptationModel(keras.Model):
         loss = self.adaptation_loss
         weight = self.adaptation_weight * ops.cast(self.adaptation_scale, "float32")
         if not isinstance(loss, DomainConfusionLoss):
-            domain_loss = loss(source_features, target_features)
+            # A discrepancy is one number for the batch, which Keras does not
+            # divide by the replica count as it does a mean over examples.
+            domain_loss = scale_loss_for_distribution(loss(source_features, target_features))
             return weight * domain_loss, domain_loss, None
         features = ops.concatenate([source_features, target_features], axis=0)
         labels = ops.concatenate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 MODES = ("adversarial", "confusion")
 
@@ -74,7 +75,10 @@ class DomainConfusionLoss(keras.losses.Loss):
         logits = ops.convert_to_tensor(domain_logits, dtype=self.dtype)
         _, logits = _as_vectors(ops.zeros_like(logits), logits)
         # -(log sigmoid(z) + log sigmoid(-z)) / 2, in a form that cannot overflow.
-        return ops.mean(0.5 * (ops.softplus(-logits) + ops.softplus(logits)))
+        confusion = ops.mean(0.5 * (ops.softplus(-logits) + ops.softplus(logits)))
+        # Like the classifier's own loss: divided by the replica count under
+        # tf.distribute, so that the replicas' gradients sum to the global one.
+        return scale_loss_for_distribution(confusion)
 
     def get_config(self):
         return {"mode": self.mode, "name": self.name, "dtype": self._dtype_argument}

@@ -9,6 +9,7 @@ import warnings
 
 import keras
 from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_transfer.distillation.feature_matching import (
     feature_extractor,
@@ -205,13 +206,15 @@ class DistillationModel(keras.Model):
         total = ops.zeros((), dtype="float32")
         if labels is not None:
             student_loss = self._hard_label_loss(labels, y_pred, sample_weight)
-            self.student_loss_tracker.update_state(student_loss)
+            self.student_loss_tracker.update_state(unscale_loss_for_distribution(student_loss))
             total = total + (1.0 - alpha) * ops.cast(student_loss, "float32")
         if alpha > 0:
             distillation_loss = self.knowledge_distillation_loss(
                 teacher_outputs, y_pred, sample_weight=sample_weight
             )
-            self.distillation_loss_tracker.update_state(distillation_loss)
+            self.distillation_loss_tracker.update_state(
+                unscale_loss_for_distribution(distillation_loss)
+            )
             total = total + alpha * distillation_loss
         if self.teacher_layer is not None:
             if student_features is None:
@@ -221,7 +224,7 @@ class DistillationModel(keras.Model):
             if self.feature_projection is not None:
                 student_features = self.feature_projection(student_features)
             matching_loss = feature_loss(teacher_features, student_features, sample_weight)
-            self.feature_loss_tracker.update_state(matching_loss)
+            self.feature_loss_tracker.update_state(unscale_loss_for_distribution(matching_loss))
             total = total + self.feature_weight * matching_loss
         for loss in self.losses:
             total = total + ops.cast(self._aggregate_additional_loss(loss), "float32")

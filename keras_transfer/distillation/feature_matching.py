@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 
 def feature_extractor(model: keras.Model, layer_name: str, role: str) -> keras.Model:
@@ -66,4 +67,6 @@ def feature_loss(teacher_features, student_features, sample_weight=None):
     if sample_weight is not None:
         weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         per_sample = per_sample * weights
-    return ops.mean(per_sample)
+    # Like a Keras loss: divided by the replica count under tf.distribute, so
+    # that the replicas' gradients sum to the gradient of the global mean.
+    return scale_loss_for_distribution(ops.mean(per_sample))

@@ -35,26 +35,6 @@ SCENARIOS = [
     "domain_coral",
 ]
 
-# Under tf.distribute Keras divides each replica's loss by the replica count,
-# in its losses' reductions; these loss terms and logs of DistillationModel
-# and DomainAdaptationModel do not go through one yet (weights: the gradient
-# of the term is 4x too large; logs: a quarter of the value).
-TF_SCALING_PENDING = {
-    "weights": {"distillation_dlr", "domain_confusion", "domain_coral"},
-    "logs": {
-        "distillation_dlr",
-        "domain_adaptation_freeze_schedule",
-        "domain_confusion",
-        "domain_coral",
-    },
-}
-
-
-def cases(what: str) -> list:
-    pending = TF_SCALING_PENDING[what] if BACKEND == "tensorflow" else set()
-    mark = pytest.mark.xfail(strict=True, reason="loss not scaled for tf.distribute yet")
-    return [pytest.param(name, marks=mark) if name in pending else name for name in SCENARIOS]
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -102,7 +82,7 @@ def test_model_parallel_shards_weights_and_optimizer_slots_alike(runs):
         np.testing.assert_allclose(sharded["logs"][key], values, rtol=1e-5, err_msg=key)
 
 
-@pytest.mark.parametrize("scenario", cases("weights"))
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_weights_match_one_device(runs, scenario):
     single, parallel = runs[scenario]["single"], runs[scenario]["data_parallel"]
     assert single["weights"].keys() == parallel["weights"].keys()
@@ -110,7 +90,7 @@ def test_weights_match_one_device(runs, scenario):
         np.testing.assert_allclose(parallel["weights"][path], value, atol=1e-5, err_msg=path)
 
 
-@pytest.mark.parametrize("scenario", cases("logs"))
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_epoch_logs_match_one_device(runs, scenario):
     single, parallel = runs[scenario]["single"], runs[scenario]["data_parallel"]
     assert single["logs"].keys() == parallel["logs"].keys()
