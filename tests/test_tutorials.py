@@ -11,7 +11,14 @@ import pytest
 TUTORIALS = pathlib.Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 # Notebooks whose point is a matplotlib figure: it must reach the outputs.
-FIGURE_NOTEBOOKS = ["00_gradual_unfreezing.ipynb"]
+FIGURE_NOTEBOOKS = [
+    "00_gradual_unfreezing.ipynb",
+    "01_image_classification.ipynb",
+    "02_text_classification.ipynb",
+    "03_distillation.ipynb",
+    "04_domain_adaptation.ipynb",
+    "05_tfhub_savedmodel.ipynb",
+]
 
 _REQUIRED = ("nbclient", "nbformat", "ipykernel", "matplotlib", "sklearn", "mlxtend")
 _MISSING = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
@@ -97,3 +104,21 @@ def test_kernel_runs_this_interpreter_and_environment(monkeypatch):
     nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
     (output,) = notebook.cells[0].outputs
     assert output.text.split() == [sys.executable, str(os.environ.get("KERAS_BACKEND")), "1"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
+def test_notebook_is_committed_without_outputs(path):
+    # Outputs would go stale with every change and bloat the repository; CI makes its own.
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    stale = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not stale, f"{path.name}: clear the outputs of cells {stale} before committing"
+
+
+def test_figure_notebooks_exist():
+    assert set(FIGURE_NOTEBOOKS) <= {path.name for path in NOTEBOOKS}
