@@ -82,12 +82,19 @@ def test_model_parallel_shards_weights_and_optimizer_slots_alike(runs):
         np.testing.assert_allclose(sharded["logs"][key], values, rtol=1e-5, err_msg=key)
 
 
+# MirroredStrategy's all-reduce sums the replicas' gradients in an order that
+# varies between runs; over several steps the float round-off has reached
+# just over 1e-5 (domain_confusion, 1 run in 3). The bugs these tests exist
+# for (a loss not divided by the replica count) move weights by ~3e-3.
+WEIGHT_ATOL = 1e-4 if BACKEND == "tensorflow" else 1e-5
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_weights_match_one_device(runs, scenario):
     single, parallel = runs[scenario]["single"], runs[scenario]["data_parallel"]
     assert single["weights"].keys() == parallel["weights"].keys()
     for path, value in single["weights"].items():
-        np.testing.assert_allclose(parallel["weights"][path], value, atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(parallel["weights"][path], value, atol=WEIGHT_ATOL, err_msg=path)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
