@@ -13,6 +13,7 @@ from keras_transfer.adaptation import (
 )
 from keras_transfer.backbones import HubLayer, load_backbone, load_preprocessor
 from keras_transfer.cache import cache_dir
+from keras_transfer.callbacks import NonFiniteGuard, NonFiniteLossError, SafeBackupAndRestore
 from keras_transfer.distillation import (
     DistillationModel,
     KnowledgeDistillationLoss,
@@ -42,6 +43,9 @@ __all__ = [
     "LRFinderResult",
     "LayerGroup",
     "MMDLoss",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "SafeBackupAndRestore",
     "__version__",
     "cache_dir",
     "cache_teacher_outputs",

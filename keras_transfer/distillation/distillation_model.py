@@ -151,6 +151,15 @@ class DistillationModel(keras.Model):
         if teacher.built and student.built:
             self.built = True
 
+    def fixed_layers(self) -> list:
+        """The teacher (and a `teacher_inputs` layer): never trained, and left
+        out of `kt.layer_groups`, so `kt.FreezeSchedule` unfreezes only the
+        student (and the feature projection)."""
+        fixed = [self.teacher]
+        if isinstance(self.teacher_inputs, keras.layers.Layer):
+            fixed.append(self.teacher_inputs)
+        return fixed
+
     def call(self, inputs, training=None):
         inputs = self.student_view(inputs)
         if self._extractors.student is None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from keras_transfer.groups.layer_groups import LayerGroup, _trainable_capable, layer_groups
+from keras_transfer.groups.layer_groups import (
+    LayerGroup,
+    _trainable_capable,
+    fixed_layers,
+    layer_groups,
+)
 from keras_transfer.optimizers.trainable_set import follow_trainable, track_variables
 
 ALL = "all"
@@ -97,6 +102,8 @@ def set_trainable_groups(model, groups, count: int, freeze_batchnorm: bool) -> N
         # them before the trainable/non-trainable split changes.
         sync_jax_state()
     model.trainable = True
+    for layer in fixed_layers(model):
+        layer.trainable = False
     first_trainable = len(groups) - count
     for index, group in enumerate(groups):
         _set_group_trainable(group, index >= first_trainable, freeze_batchnorm)

@@ -204,8 +204,9 @@ def _weighted_atoms(model) -> list[tuple[keras.layers.Layer, keras.layers.Layer]
     """(owner model, layer) pairs: the layers with trainable weights, nested
     models expanded in place, in topological order."""
     atoms = []
+    fixed = {id(layer) for layer in fixed_layers(model)}
     for layer in _child_layers(model):
-        if not _trainable_capable(layer):
+        if id(layer) in fixed or not _trainable_capable(layer):
             continue
         if isinstance(layer, keras.Model) and _child_layers(layer):
             atoms.extend(_weighted_atoms(layer))
@@ -320,12 +321,28 @@ def _compile(pattern: str) -> re.Pattern:
 
 def _trainable_capable(layer) -> list:
     """Variables the layer would train if it were trainable, whatever its
-    current `trainable` flag: Keras keeps them in `_trainable_variables`."""
+    current `trainable` flag: Keras keeps them in `_trainable_variables`.
+    Variables of fixed layers (see `fixed_layers`) never train."""
+    fixed = {id(v) for sublayer in fixed_layers(layer) for v in sublayer.weights}
     return _unique(
         v
         for sublayer in layer._flatten_layers(include_self=True)
         for v in sublayer._trainable_variables
+        if id(v) not in fixed
     )
+
+
+def fixed_layers(layer) -> list:
+    """Layers inside `layer` that must never train, such as a distillation
+    teacher. A model declares them with a `fixed_layers()` method; layer
+    groups leave them out and `kt.freeze` / `kt.FreezeSchedule` keep them
+    frozen whatever the stage."""
+    fixed = []
+    for sublayer in layer._flatten_layers(include_self=True):
+        declared = getattr(sublayer, "fixed_layers", None)
+        if callable(declared):
+            fixed.extend(declared())
+    return fixed
 
 
 def _unique(variables) -> list:

@@ -15,6 +15,7 @@ from distillation.distillation_testing import (
     sparse_cce,
 )
 
+import keras_transfer as kt
 from keras_transfer.distillation import DistillationModel
 
 
@@ -106,6 +107,21 @@ def test_teacher_is_frozen_with_a_warning_and_never_trained():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DistillationModel(teacher, classifier(4, "other"))
+
+
+def test_freeze_schedule_unfreezes_the_student_only():
+    teacher, student = frozen_teacher(), classifier(4, "student")
+    model = DistillationModel(teacher, student)
+    model.compile("adam", sparse_cce())
+    assert [g.name for g in kt.layer_groups(model)] == [g.name for g in kt.layer_groups(student)]
+    before = teacher.get_weights()
+    x, y = data()
+    schedule = kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)
+    history = model.fit(x, y, epochs=2, batch_size=16, callbacks=[schedule], verbose=0)
+    assert history.history["trainable_params"][-1] == student.count_params()
+    assert not teacher.trainable and not teacher.trainable_weights
+    for got, expected in zip(teacher.get_weights(), before):
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,205 @@
+"""`SafeBackupAndRestore`: `BackupAndRestore` with all-or-nothing checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+
+import keras
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d{6,})\.json$")
+_FORMAT = "keras_transfer.backup/1"
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class SafeBackupAndRestore(keras.callbacks.Callback):
+    """Backs up training at every epoch end and resumes from the last
+    complete backup, even after the process was killed while writing one.
+
+    A drop-in for `keras.callbacks.BackupAndRestore(backup_dir)` for runs on
+    preemptible machines. Keras' callback overwrites `latest.weights.h5` and
+    then `training_metadata.json` in place: a kill between the two writes
+    leaves the new weights beside the old epoch number, and the resumed run
+    silently trains one epoch twice from weights that already saw it (a
+    valid but wrong model). Here every backup is a new pair of files,
+    `checkpoint-NNNNNN.weights.h5` and a manifest `checkpoint-NNNNNN.json`
+    that records the epoch and the SHA-256 of the weights file. The manifest
+    is written last, flushed to disk and renamed into place atomically, so a
+    backup exists only once it is complete; on resume, manifests whose
+    weights file is missing or does not match its hash are skipped (with a
+    warning) in favour of the newest intact backup. Older backups are deleted
+    only after a newer one is complete.
+
+    The weights file holds the model's weights and the optimizer's state
+    (its iteration count, so a learning-rate schedule resumes in place).
+    `kt.FreezeSchedule` and `kt.DomainAdaptationSchedule` derive their stage
+    from the epoch index, so they resume in the right stage; keep the data
+    order deterministic (`shuffle=False` or a seeded dataset) for a resumed
+    run to repeat the uninterrupted one exactly.
+
+    Backups are taken at epoch ends only: Keras resumes `fit` at the start of
+    an epoch, so a mid-epoch backup would replay that epoch's first batches.
+    For long epochs, pass `steps_per_epoch` with a repeating dataset to make
+    epochs shorter.
+
+    Args:
+        backup_dir: a local folder for the backups; created if missing. Use
+            one folder per training run.
+        delete_checkpoint: delete the folder once `fit` completes. Defaults
+            to `True`, like Keras.
+        keep: how many complete backups to keep (at least 1; default 2).
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_transfer as kt
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> backup = kt.SafeBackupAndRestore(tempfile.mkdtemp(), delete_checkpoint=False)
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2, verbose=0,
+    ...               callbacks=[backup])
+    >>> backup.latest_epoch()  # Two epochs done: a rerun would start at epoch 2.
+    2
+    """
+
+    def __init__(self, backup_dir: str, delete_checkpoint: bool = True, keep: int = 2):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("`backup_dir` must name a folder for the backups.")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"`keep` must be an integer >= 1, got {keep!r}.")
+        self.backup_dir = os.fspath(backup_dir)
+        self.delete_checkpoint = delete_checkpoint
+        self.keep = keep
+
+    def on_train_begin(self, logs=None):
+        if not self.model.built:
+            raise ValueError(
+                f"SafeBackupAndRestore needs a built model; model '{self.model.name}' "
+                "is not. Build it first, e.g. by calling it on a batch of data."
+            )
+        manifest = self._newest_intact_backup()
+        if manifest is None:
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self._weights_path(manifest["number"]))
+        self.model._initial_epoch = manifest["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
+
+    def latest_epoch(self) -> int | None:
+        """The epoch a resumed `fit` would start at, or `None` if no backup."""
+        manifest = self._newest_intact_backup(warn=False)
+        return None if manifest is None else manifest["epoch"]
+
+    def _save(self, next_epoch: int) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        numbers = self._backup_numbers()
+        number = (numbers[-1] + 1) if numbers else 0
+        weights_path = self._weights_path(number)
+        self.model.save_weights(weights_path, overwrite=True)
+        _flush_to_disk(weights_path)
+        manifest = {
+            "format": _FORMAT,
+            "number": number,
+            "epoch": next_epoch,
+            "weights_sha256": _sha256(weights_path),
+        }
+        manifest_path = self._manifest_path(number)
+        partial_path = manifest_path + ".partial"
+        with open(partial_path, "w") as file:
+            json.dump(manifest, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial_path, manifest_path)
+        _flush_to_disk(self.backup_dir)
+        self._delete_old(number)
+
+    def _newest_intact_backup(self, warn: bool = True) -> dict | None:
+        if not os.path.isdir(self.backup_dir):
+            return None
+        for number in reversed(self._backup_numbers()):
+            manifest, problem = self._read_manifest(number)
+            if manifest is not None:
+                return manifest
+            if warn:
+                warnings.warn(
+                    f"SafeBackupAndRestore: skipping backup {number} in "
+                    f"{self.backup_dir}: {problem}; trying an older one.",
+                    stacklevel=2,
+                )
+        return None
+
+    def _read_manifest(self, number: int):
+        try:
+            with open(self._manifest_path(number)) as file:
+                manifest = json.load(file)
+        except (OSError, ValueError) as error:
+            return None, f"unreadable manifest ({error})"
+        if manifest.get("format") != _FORMAT or manifest.get("number") != number:
+            return None, "not a SafeBackupAndRestore manifest"
+        weights_path = self._weights_path(number)
+        if not os.path.exists(weights_path):
+            return None, "its weights file is missing"
+        if _sha256(weights_path) != manifest.get("weights_sha256"):
+            return None, "its weights file does not match the manifest's hash"
+        return manifest, None
+
+    def _backup_numbers(self) -> list[int]:
+        if not os.path.isdir(self.backup_dir):
+            return []
+        names = (_CHECKPOINT.match(name) for name in os.listdir(self.backup_dir))
+        return sorted(int(match.group(1)) for match in names if match)
+
+    def _delete_old(self, newest: int) -> None:
+        keep_from = newest - self.keep + 1
+        for name in os.listdir(self.backup_dir):
+            match = re.match(r"^checkpoint-(\d{6,})\.", name)
+            if match and int(match.group(1)) < keep_from:
+                os.remove(os.path.join(self.backup_dir, name))
+
+    def _manifest_path(self, number: int) -> str:
+        return os.path.join(self.backup_dir, f"checkpoint-{number:06d}.json")
+
+    def _weights_path(self, number: int) -> str:
+        return os.path.join(self.backup_dir, f"checkpoint-{number:06d}.weights.h5")
+
+    def get_config(self):
+        return {
+            "backup_dir": self.backup_dir,
+            "delete_checkpoint": self.delete_checkpoint,
+            "keep": self.keep,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _flush_to_disk(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
