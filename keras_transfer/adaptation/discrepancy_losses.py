@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import keras
 from keras import ops
@@ -27,7 +28,10 @@ class CoralLoss(keras.losses.Loss):
     Pass it as `loss=` to `kt.DomainAdaptationModel`, which adds
     `adaptation_weight * CoralLoss(source_features, target_features)` to the
     task loss; or call it on any two feature batches. The batches may differ
-    in size (each needs at least 2 rows); features of rank > 2 are flattened.
+    in size; features of rank > 2 are flattened. A covariance needs at
+    least 2 rows: a batch with fewer (the last, short batch of an epoch)
+    contributes 0, with a warning where its size is known when the step is
+    traced.
 
     Args:
         name: the loss's name. Defaults to `"coral"`.
@@ -53,9 +57,12 @@ class CoralLoss(keras.losses.Loss):
 
     def call(self, source_features, target_features):
         source, target = _as_matrices(source_features, target_features, self.name)
+        _warn_if_too_few_rows(source, target, self.name)
         dim = ops.cast(ops.shape(source)[1], source.dtype)
         difference = _covariance(source) - _covariance(target)
-        return ops.sum(ops.square(difference)) / (4.0 * dim * dim)
+        loss = ops.sum(ops.square(difference)) / (4.0 * dim * dim)
+        both_have_rows = ops.logical_and(ops.shape(source)[0] > 1, ops.shape(target)[0] > 1)
+        return ops.where(both_have_rows, loss, ops.zeros_like(loss))
 
     def get_config(self):
         return {"name": self.name, "dtype": self._dtype_argument}
@@ -127,6 +134,9 @@ class MMDLoss(keras.losses.Loss):
             # kernel that sits at the typical distance of the batch.
             count = ops.cast(ops.shape(features)[0], features.dtype)
             mean_distance = ops.stop_gradient(ops.sum(distances) / (count * count - count))
+            # Identical features (a collapsed extractor) have distance 0: the
+            # kernel is then 1 everywhere and the discrepancy 0, not 0/0.
+            mean_distance = ops.maximum(mean_distance, keras.config.epsilon())
             variances = [0.5 * mean_distance * m for m in self.bandwidth_multipliers]
         kernel = sum(ops.exp(-distances / (2.0 * variance)) for variance in variances)
         kernel = kernel / float(len(variances))
@@ -155,13 +165,18 @@ def _as_matrices(source_features, target_features, name: str):
                 f"{tuple(source_features.shape)} and {tuple(target_features.shape)}. "
                 "Compute both with the same feature extractor."
             )
+    return source, target
+
+
+def _warn_if_too_few_rows(source, target, name: str):
     for features, domain in ((source, "source"), (target, "target")):
         if features.shape[0] is not None and features.shape[0] < 2:
-            raise ValueError(
-                f"{name}: a batch of {domain} features needs at least 2 rows to "
-                f"compare distributions, got {features.shape[0]}."
+            warnings.warn(
+                f"{name}: a batch of {features.shape[0]} {domain} feature row(s) has "
+                "no covariance; this batch's loss is 0. Use batches of at least 2 "
+                "(e.g. `drop_remainder=True` for the last batch).",
+                stacklevel=3,
             )
-    return source, target
 
 
 def _flatten(features):
@@ -178,7 +193,8 @@ def _flatten(features):
 def _covariance(features):
     count = ops.cast(ops.shape(features)[0], features.dtype)
     centered = features - ops.mean(features, axis=0, keepdims=True)
-    return ops.matmul(ops.transpose(centered), centered) / (count - 1.0)
+    # max(): a one-row batch gives zeros, not 0/0 (its loss is then masked).
+    return ops.matmul(ops.transpose(centered), centered) / ops.maximum(count - 1.0, 1.0)
 
 
 def _squared_distances(features):

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -100,16 +102,22 @@ def test_discrepancies_train_features_towards_each_other():
         assert losses[-1] < 0.5 * losses[0], (loss.name, losses)
 
 
-def test_mismatched_feature_sizes_and_tiny_batches_are_refused():
+def test_mismatched_feature_sizes_and_vectors_are_refused():
     source, _ = batches(dim=5)
     _, target = batches(dim=4)
     for loss in (CoralLoss(), MMDLoss()):
         with pytest.raises(ValueError, match="same size"):
             loss(source, target)
-        with pytest.raises(ValueError, match="at least 2 rows"):
-            loss(source, source[:1])
         with pytest.raises(ValueError, match="rank >= 2"):
             loss(source[:, 0], source[:, 0])
+
+
+def test_coral_of_a_one_row_batch_is_zero_with_a_warning():
+    source, _ = batches()
+    with pytest.warns(UserWarning, match="has no covariance; this batch's loss is 0"):
+        assert as_float(CoralLoss()(source, source[:1])) == 0.0
+    # One row is enough for MMD's kernel means.
+    assert np.isfinite(as_float(MMDLoss()(source, source[:1])))
 
 
 @pytest.mark.parametrize("bad", [[], [0.0], [-1.0], ["a"], [True]])
@@ -124,3 +132,56 @@ def test_configs_round_trip():
         rebuilt = keras.saving.deserialize_keras_object(config, safe_mode=True)
         assert type(rebuilt) is type(loss)
         assert rebuilt.get_config() == loss.get_config()
+
+
+def test_mmd_of_collapsed_identical_features_is_zero_with_finite_gradients():
+    # Default bandwidths come from the batch's mean distance, 0 here.
+    features = keras.Variable(np.ones((6, 4), "float32"))
+    loss, gradients = value_and_gradient(MMDLoss(), features, features)
+    assert as_float(loss) == 0.0
+    assert np.isfinite(gradients).all()
+
+
+@pytest.mark.parametrize("loss", [CoralLoss(), MMDLoss()])
+def test_a_one_row_batch_inside_a_training_step_gives_a_finite_loss(loss):
+    # In a step the batch size is unknown until run time (the last batch of
+    # an epoch can hold one example); CORAL's covariance is then undefined.
+    import keras_transfer as kt
+
+    model = kt.DomainAdaptationModel(
+        feature_extractor=keras.Sequential([keras.layers.Dense(4)]),
+        task_head=keras.layers.Dense(2),
+        loss=loss,
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    pairs = kt.domain_pairs(
+        (rng.normal(size=(9, 3)), rng.integers(0, 2, 9)),
+        rng.normal(size=(9, 3)),
+        batch_size=4,
+        shuffle=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CORAL's one-row warning, on JAX and torch.
+        history = model.fit(pairs, epochs=2, verbose=0)
+    assert np.isfinite(history.history["domain_loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def value_and_gradient(loss, source, target):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = loss(source, target)
+        return value, ops.convert_to_numpy(tape.gradient(value, source.value))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        value, gradient = jax.value_and_grad(lambda s: loss(s, target.value))(source.value)
+        return value, np.asarray(gradient)
+
+    value_tensor = source.value.detach().requires_grad_(True)
+    value = loss(value_tensor, target.value.detach())
+    value.backward()
+    return value.detach(), value_tensor.grad.numpy()
