@@ -45,6 +45,27 @@ def test_read_images_resizes_and_scales_like_the_serving_signature(tmp_path):
     np.testing.assert_allclose(image, expected, atol=1e-6)
 
 
+def test_images_of_mixed_sizes_and_channels_become_one_rgb_batch(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (9, 5, 1), "uint8")
+    rgba = rng.integers(0, 256, (20, 30, 4), "uint8")
+    write_png(tmp_path / "gray.png", gray)
+    write_png(tmp_path / "rgba.png", rgba)
+    (tmp_path / "rgb.jpg").write_bytes(
+        tf.io.encode_jpeg(rng.integers(0, 256, (7, 7, 3), "uint8")).numpy()
+    )
+    spec = ImageSpec(4, 6, 3, scale=1 / 255, offset=0.0)
+    paths = [str(tmp_path / name) for name in ("gray.png", "rgba.png", "rgb.jpg")]
+    images = read_images(paths, spec)
+    assert images.shape == (3, 4, 6, 3) and np.isfinite(images).all()
+    # Gray is repeated into three equal channels; alpha is dropped.
+    np.testing.assert_allclose(images[0][..., 0], images[0][..., 2])
+    expected = tf.image.resize(rgba[None, ..., :3].astype("float32"), (4, 6))[0] / 255
+    np.testing.assert_allclose(images[1], expected.numpy(), atol=1e-6)
+
+
 def test_unreadable_image_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot read image .*broken.png"):
@@ -69,6 +90,17 @@ def test_csv_gives_texts_and_label_indices(tmp_path):
         (lambda p: _write(p / "a.csv", "sentence,label\nhi,a\n"), ValueError, "needs \\['text'\\]"),
         (lambda p: _write(p / "a.csv", "text,label\nhi,a\nho,a\n"), ValueError, "at least 2"),
         (lambda p: _write(p / "a.txt", "hello"), ValueError, "neither a folder"),
+        (lambda p: _write(p / "a.csv", "text,label\n"), ValueError, "no labelled examples"),
+        (
+            lambda p: _write(p / "a.csv", "text,label\nhi,a\n  ,b\nho,b\n"),
+            ValueError,
+            "empty `text` on 1 line\\(s\\) \\(3\\)",
+        ),
+        (
+            lambda p: _write(p / "a.csv", "text,label\nhi,a\nho,\nhu,b\nha\n"),
+            ValueError,
+            "empty `label` on 2 line\\(s\\) \\(3, 5\\)",
+        ),
     ],
 )
 def test_bad_data_is_refused_with_the_reason(tmp_path, make, error, words):
