@@ -83,9 +83,13 @@ class FeatureCache:
         if key not in self._extracted:
             if _is_dataset(x):
                 _check_dataset_is_deterministic(x)
+            elif not len(keras.tree.flatten(x)[0]):
+                raise ValueError(_NO_EXAMPLES)
             sink = _Sink(self.directory, index=len(self._extracted))
             for inputs, labels in _batches(x, y, self.batch_size):
                 sink.add(self.extractor.predict_on_batch(inputs), labels)
+            if "features" not in sink.structure:
+                raise ValueError(_NO_EXAMPLES)
             # Keep x and y alive so that their ids stay theirs.
             self._extracted[key] = (x, y, *sink.result())
         return self._extracted[key][2:]
@@ -237,6 +241,12 @@ def _slice(structure, window: slice):
 
 def _to_numpy(structure):
     return keras.tree.map_structure(np.asarray, structure)
+
+
+_NO_EXAMPLES = (
+    "FeatureCache got no examples to run the backbone on: the data is empty. "
+    "Check how it was loaded or filtered."
+)
 
 
 class _Sink:

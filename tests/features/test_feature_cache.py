@@ -121,6 +121,15 @@ def test_random_dataset_is_refused_but_shuffling_is_fine():
     kt.FeatureCache(model).extract(shuffled)
 
 
+def test_empty_data_is_refused():
+    x, y = data()
+    model = classifier(frozen_backbone())
+    empty = tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(32)
+    for arguments in ((x[:0], y[:0]), (empty,)):
+        with pytest.raises(ValueError, match="no examples"):
+            kt.FeatureCache(model).fit(*arguments, epochs=1, verbose=0)
+
+
 def test_uncompiled_model_and_ambiguous_backbone():
     model = keras.Sequential([keras.Input((6,)), frozen_backbone(), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="call `model.compile"):
