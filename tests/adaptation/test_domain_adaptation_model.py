@@ -307,3 +307,19 @@ def test_built_at_construction_when_the_extractor_has_an_input():
     pairs = domain_pairs((tokens, np.zeros(12, "int32")), tokens[:7] % 3, batch_size=4)
     history = model.fit(pairs, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize(
+    "loss", [None, DomainConfusionLoss(mode="confusion"), CoralLoss(), MMDLoss()]
+)
+def test_an_all_one_class_batch_trains_with_finite_losses(loss):
+    x_source, _, x_target = domain_data()
+    one_class = np.ones(len(x_source), "int32")
+    discrepancy = isinstance(loss, (CoralLoss, MMDLoss))
+    model = adaptation_model(loss=loss, with_domain_head=not discrepancy)
+    n = min(len(x_source), len(x_target))
+    history = model.fit(
+        pair_inputs(x_source[:n], x_target[:n]), one_class[:n], batch_size=n, verbose=0
+    )
+    assert all(np.isfinite(values).all() for values in history.history.values())
+    assert all(np.isfinite(w).all() for w in model.get_weights())

@@ -229,3 +229,12 @@ def test_a_teacher_inputs_layer_is_frozen_with_the_teacher():
     model = DistillationModel(frozen_teacher(input_dim=12), student, teacher_inputs=hook)
     assert not hook.trainable
     assert {id(v) for v in model.trainable_weights} == {id(v) for v in student.trainable_weights}
+
+
+def test_an_all_one_class_batch_trains_with_finite_losses():
+    model = DistillationModel(frozen_teacher(), classifier(4, "student"), temperature=4.0)
+    model.compile("adam", sparse_cce())
+    x, _ = data()
+    history = model.fit(x, np.zeros(len(x), "int32"), batch_size=len(x), verbose=0)
+    assert all(np.isfinite(values).all() for values in history.history.values())
+    assert all(np.isfinite(w).all() for w in model.student.get_weights())
