@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import keras
 from keras import ops
 from keras.src.losses.loss import (
@@ -282,7 +284,8 @@ class DomainAdaptationModel(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        # Deserializing a Functional model empties its config: work on a copy.
+        config = copy.deepcopy(config)
         for key in ("feature_extractor", "task_head", "domain_head", "loss"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(

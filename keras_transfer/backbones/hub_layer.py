@@ -47,10 +47,18 @@ class HubLayer(keras.layers.Layer):
     reach inside it.
 
     Security: a SavedModel is a program, not data. TensorFlow's security
-    guidance (`SECURITY.md`) says to run untrusted SavedModels only in a
-    sandbox. `HubLayer` loads only the `handle` it is given, never a path it
-    found itself, and `keras.models.load_model` refuses to reload one in safe
-    mode (the default): pass `safe_mode=False` for models you trust.
+    guidance ("Using TensorFlow securely",
+    https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md) says that
+    running an untrusted model is equivalent to running untrusted code, and to
+    run untrusted SavedModels only in a sandbox. `HubLayer` loads only the
+    `handle` it is given, never a path it found itself. A model holding it
+    saves the handle, not the program; `keras.models.load_model` in safe mode
+    (`safe_mode=True`, the default) refuses to reload it, with a message,
+    before anything is loaded. Pass `safe_mode=False` (or call
+    `keras.config.enable_unsafe_deserialization()`) only for models and
+    SavedModels you trust. `HubLayer.from_config` outside any loading (in
+    `keras.models.clone_model`, say) loads the handle: there, your code
+    named it.
 
     Args:
         handle: a local SavedModel folder, or a tfhub.dev / Kaggle Models URL

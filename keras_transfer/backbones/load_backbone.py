@@ -35,10 +35,26 @@ def load_backbone(spec, **kwargs) -> keras.Model:
               object, say), returned as it is;
             - a TF-Hub handle or a local TF SavedModel folder, wrapped in
               `kt.HubLayer` (TensorFlow backend only; pass `input_shape` and
-              `input_dtype`). A SavedModel is a program: load only those you
-              trust, and never from a path you did not choose.
+              `input_dtype`).
+            Names come first: a zoo, `keras.applications` or built-in KerasHub
+            preset name always means that model, even where the working
+            folder holds a folder of the same name (write `"./name"` for the
+            folder).
         **kwargs: passed to the loader (`from_preset`, the application
             constructor or `kt.HubLayer`).
+
+    Security: a TF SavedModel is a program, not data. TensorFlow's security
+    guidance ("Using TensorFlow securely",
+    https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md) says that
+    running an untrusted model is equivalent to running untrusted code: load
+    only SavedModels you trust, or inside a sandbox. `load_backbone` loads a
+    SavedModel only from the handle or folder you name in `spec`, never from
+    a path it finds itself. KerasHub presets are read by KerasHub's
+    `from_preset`, which deserializes their `config.json` in Keras' safe mode.
+    A model holding the resulting `kt.HubLayer`, once saved, reloads with
+    `keras.models.load_model(path, safe_mode=False)` only: the default,
+    `safe_mode=True`, refuses anything that would run code from the file
+    (`Lambda` bytecode, a SavedModel).
 
     Returns:
         A built `keras.Model`.
@@ -62,11 +78,12 @@ def load_backbone(spec, **kwargs) -> keras.Model:
         return _from_keras_hub(_zoo_preset(spec), spec, **kwargs)
     if spec.startswith("keras_cv:"):
         return _from_keras_cv(spec.removeprefix("keras_cv:"), **kwargs)
-    if _is_saved_model(spec):
-        return _from_saved_model(spec, **kwargs)
+    # Names first: a folder that happens to share a name never replaces it.
     application = _keras_application(spec)
     if application is not None:
         return _from_application(application, spec, **kwargs)
+    if not _is_kerashub_preset_name(spec) and _is_saved_model(spec):
+        return _from_saved_model(spec, **kwargs)
     return _from_keras_hub(spec, spec, **kwargs)
 
 
@@ -150,6 +167,14 @@ def _from_application(constructor, name: str, **kwargs) -> keras.Model:
                 "`weights=None`."
             ) from error
         raise
+
+
+def _is_kerashub_preset_name(spec: str) -> bool:
+    if os.sep in spec or "/" in spec:
+        return False  # A path or a handle, never a built-in name.
+    import keras_hub
+
+    return spec in keras_hub.models.Backbone.presets
 
 
 def _is_saved_model(spec: str) -> bool:

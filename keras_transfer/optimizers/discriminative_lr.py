@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import weakref
@@ -313,12 +314,16 @@ def _validate_decay(decay, multipliers) -> float | None:
     if multipliers is not None:
         return None
     decay = ULMFIT_DECAY if decay is None else decay
-    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or decay <= 0:
+    if not _is_finite_number(decay) or decay <= 0:
         raise ValueError(
             f"`decay` must be a number > 0 (each group trains at the rate of the "
             f"group above divided by it; ULMFiT uses 2.6), got {decay!r}."
         )
     return float(decay)
+
+
+def _is_finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _validate_multipliers(multipliers) -> dict | None:
@@ -332,8 +337,8 @@ def _validate_multipliers(multipliers) -> dict | None:
     for key, value in multipliers.items():
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise TypeError(f"Multiplier key {key!r} is neither a group index nor a regex.")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-            raise ValueError(f"Multiplier for {key!r} must be a number >= 0, got {value!r}.")
+        if not _is_finite_number(value) or value < 0:
+            raise ValueError(f"Multiplier for {key!r} must be a finite number >= 0, got {value!r}.")
         if isinstance(key, str):
             try:
                 re.compile(key)
@@ -344,7 +349,7 @@ def _validate_multipliers(multipliers) -> dict | None:
 
 def _explicit_multipliers(multipliers, groups, group_of, var_list) -> list[float]:
     names = [f"{index}: {group.name}" for index, group in enumerate(groups)]
-    by_group = {}
+    by_group, key_of_group = {}, {}
     for key, value in multipliers.items():
         if isinstance(key, int):
             if not -len(groups) <= key < len(groups):
@@ -352,7 +357,13 @@ def _explicit_multipliers(multipliers, groups, group_of, var_list) -> list[float
                     f"Multiplier group index {key} is out of range; the model "
                     f"has {len(groups)} groups: {names}."
                 )
-            by_group[key % len(groups)] = value
+            group = key % len(groups)
+            if group in by_group:
+                raise ValueError(
+                    f"Multiplier group indices {key_of_group[group]} and {key} name the "
+                    f"same group, {names[group]!r}: give one of them."
+                )
+            by_group[group], key_of_group[group] = value, key
     patterns = [
         (re.compile(key), value) for key, value in multipliers.items() if isinstance(key, str)
     ]
