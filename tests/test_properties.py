@@ -169,17 +169,12 @@ def test_freeze_schedule_that_is_no_dict_is_a_type_error(schedule):
         kt.FreezeSchedule(schedule=schedule)
 
 
-# Known defects of `_validate_schedule` (keras_transfer/freezing, owned by
-# another change in flight): recorded here so that the fix turns them green
-# (strict: an unexpected pass fails, and the marker must then go).
-@pytest.mark.xfail(strict=True, reason="two keys naming one epoch: the last wins silently")
 @pytest.mark.parametrize("schedule", [{0: 1, "0": 2}, {0: 1, 1: 2, "01": 3}])
 def test_freeze_schedule_refuses_two_keys_for_one_epoch(schedule):
     with pytest.raises(ValueError, match="twice|more than once|same"):
         kt.FreezeSchedule(schedule=schedule)
 
 
-@pytest.mark.xfail(strict=True, reason="'²'.isdigit() is True: int('²') fails unexplained")
 def test_freeze_schedule_refuses_a_digit_string_that_is_no_number_clearly():
     with pytest.raises(ValueError, match="Schedule keys must be"):
         kt.FreezeSchedule(schedule={0: 1, "²": 2})
@@ -417,10 +412,6 @@ def test_group_patterns_must_be_strings(named_model, groups):
         kt.layer_groups(named_model, groups=groups)
 
 
-# keras_transfer/groups is owned by another change in flight; see above.
-@pytest.mark.xfail(
-    strict=True, reason="groups=[] gives zero groups, so DiscriminativeLR scales nothing"
-)
 def test_an_empty_list_of_group_patterns_is_refused(named_model):
     with pytest.raises(ValueError):
         kt.layer_groups(named_model, groups=[])
@@ -631,16 +622,9 @@ def test_config_round_trip_of_model_and_file_backed_instances(name, tmp_path):
         assert_round_trips(obj)
 
 
-# keras_transfer/distillation/distillation_model.py is owned by another change in
-# flight: its `from_config` empties the teacher's and student's configs in the
-# dict it is given (Keras' Functional deserialization pops them).
-FROM_CONFIG_LEAVES_CONFIG = [
-    pytest.param(
-        "DistillationModel",
-        marks=pytest.mark.xfail(strict=True, reason="from_config empties nested configs"),
-    ),
-    "DomainAdaptationModel",
-]
+# Keras' Functional deserialization pops entries of the config it is given;
+# from_config must not empty the caller's dict.
+FROM_CONFIG_LEAVES_CONFIG = ["DistillationModel", "DomainAdaptationModel"]
 
 
 @pytest.mark.parametrize("name", FROM_CONFIG_LEAVES_CONFIG)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 import threading
 import types
@@ -319,7 +320,8 @@ class DistillationModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deserializing a Functional model empties its config: work on a copy.
+        config = copy.deepcopy(config)
         for key in ("teacher", "student"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         if isinstance(config.get("teacher_inputs"), dict):

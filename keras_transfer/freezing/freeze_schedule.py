@@ -218,11 +218,17 @@ def _validate_schedule(schedule) -> dict:
             f"a number of trainable top groups, e.g. {{0: 1, 2: 'all'}}; got {schedule!r}."
         )
     cleaned = {}
-    for key, value in schedule.items():
-        if isinstance(key, str) and key.isdigit():
+    for original_key, value in schedule.items():
+        key = original_key
+        if isinstance(key, str) and key.isascii() and key.isdigit():
             key = int(key)
         if isinstance(key, bool) or not isinstance(key, int) or key < 0:
             raise ValueError(f"Schedule keys must be epoch (or step) indices >= 0, got {key!r}.")
+        if key in cleaned:
+            raise ValueError(
+                f"The schedule {schedule!r} names epoch (or step) {key} twice "
+                f"(the second time as {original_key!r}); give each start once."
+            )
         if value != ALL and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(
                 f"Schedule value {value!r} at {key} is not a number of groups >= 1 "

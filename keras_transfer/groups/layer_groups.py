@@ -121,6 +121,11 @@ def layer_groups(
             "giving it an `keras.Input`."
         )
     if groups is not None:
+        if not len(groups):
+            raise ValueError(
+                "`groups` is an empty list, so there would be no layer groups. Give "
+                "one layer-name regex per group, or `groups=None` for automatic groups."
+            )
         if all(isinstance(group, LayerGroup) for group in groups):
             return list(groups)
         return _groups_from_patterns(model, groups)
