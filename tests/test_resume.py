@@ -72,15 +72,9 @@ def test_keras_backup_and_restore_resumes_mid_stage(tmp_path, uninterrupted, mod
     assert difference <= TOLERANCE
 
 
-def test_safe_backup_and_restore_resumes_mid_stage(tmp_path, uninterrupted):
-    resumed = kill_then_resume(tmp_path, "finetune", ["--kill-at", "3", "1"])
-    assert max_difference(resumed, uninterrupted("finetune")) <= TOLERANCE
-
-
-@pytest.mark.parametrize("model", ["finetune", "distillation"])
-def test_kill_while_writing_a_backup_resumes_from_the_previous_one(tmp_path, uninterrupted, model):
+def test_safe_backup_and_restore_survives_a_kill_while_writing_a_backup(tmp_path, uninterrupted):
     # Dies after epoch 3's weights are on disk, before its manifest: the
     # window in which Keras' own callback pairs new weights with the old
-    # epoch number.
-    resumed = kill_then_resume(tmp_path, model, ["--kill-while-saving", "3"])
-    assert max_difference(resumed, uninterrupted(model)) <= TOLERANCE
+    # epoch number. (Its in-process tests cover a plain mid-epoch kill.)
+    resumed = kill_then_resume(tmp_path, "distillation", ["--kill-while-saving", "3"])
+    assert max_difference(resumed, uninterrupted("distillation")) <= TOLERANCE
