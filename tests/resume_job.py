@@ -49,19 +49,19 @@ def _data(seed=0, size=64):
     return x, y
 
 
-def _optimizer(model):
-    steps = EPOCHS * 4
-    schedule = kt.schedules.OneCycle(max_lr=0.05, total_steps=steps)
-    return kt.DiscriminativeLR(keras.optimizers.Adam(schedule), model=model, decay=2.0)
+def _compile(model, rates_from):
+    """DiscriminativeLR over `rates_from`'s groups, on Adam with a OneCycle schedule."""
+    schedule = kt.schedules.OneCycle(max_lr=0.05, total_steps=EPOCHS * 4)
+    model.compile(
+        optimizer=kt.DiscriminativeLR(keras.optimizers.Adam(schedule), model=rates_from, decay=2.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
 
 
 def finetune_job():
     keras.utils.set_random_seed(0)
     model = _mlp("classifier", 8, 3)
-    model.compile(
-        optimizer=_optimizer(model),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    _compile(model, model)
     x, y = _data()
     return model, (x, y), [kt.FreezeSchedule(model, SCHEDULE, verbose=0)]
 
@@ -72,10 +72,7 @@ def distillation_job():
     teacher.trainable = False
     student = _mlp("student", 8, 3)
     model = kt.DistillationModel(teacher, student, temperature=2.0, alpha=0.5)
-    model.compile(
-        optimizer=_optimizer(student),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    _compile(model, student)
     x, y = _data()
     return model, (x, y), [kt.FreezeSchedule(model, SCHEDULE, verbose=0)]
 
@@ -96,10 +93,7 @@ def adaptation_job():
         domain_head=default_domain_head(units=(8,)),
     )
     model.build((None, 8))
-    model.compile(
-        optimizer=_optimizer(model),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    _compile(model, model)
     x_source, y_source = _data(0)
     x_target, _ = _data(1)
     pairs = kt.domain_pairs((x_source, y_source), x_target + 0.5, BATCH_SIZE, shuffle=False)

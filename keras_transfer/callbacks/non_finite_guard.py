@@ -109,14 +109,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None:
-            if batch == 0 and self._epoch == 0:
-                raise KeyError(
-                    f"NonFiniteGuard monitors {self.monitor!r}, which is not in the "
-                    f"training logs (they have {sorted(logs or {})}). Pass "
-                    "`monitor=` one of those."
-                )
-            return
-        if math.isfinite(float(np.asarray(value))) and self._weights_finite():
+            raise KeyError(
+                f"NonFiniteGuard monitors {self.monitor!r}, which is not in the "
+                f"training logs (they have {sorted(logs or {})}). Pass "
+                "`monitor=` one of those."
+            )
+        value = float(np.asarray(value))
+        if math.isfinite(value) and self._weights_finite():
             return
         self._restore()
         if self.on_nonfinite == "skip" and self.skipped_steps < self.max_skips:
@@ -134,10 +133,10 @@ class NonFiniteGuard(keras.callbacks.Callback):
         if logs is not None:
             logs["skipped_steps"] = float(self.skipped_steps)
 
-    def _what_went_wrong(self, value) -> str:
-        if math.isfinite(float(np.asarray(value))):
+    def _what_went_wrong(self, value: float) -> str:
+        if math.isfinite(value):
             return f"{self.monitor} was finite but the step made weights NaN or Inf"
-        return f"{self.monitor} was {float(value)}"
+        return f"{self.monitor} was {value}"
 
     def _failure_message(self, batch, value) -> str:
         if self.on_nonfinite == "skip":

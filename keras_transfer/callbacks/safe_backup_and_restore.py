@@ -11,7 +11,8 @@ import warnings
 
 import keras
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d{6,})\.json$")
+# Both files of backup N: `checkpoint-N.json` and `checkpoint-N.weights.h5`.
+_BACKUP_FILE = re.compile(r"^checkpoint-(\d{6,})\.(json|weights\.h5)$")
 _FORMAT = "keras_transfer.backup/1"
 
 
@@ -161,13 +162,13 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def _backup_numbers(self) -> list[int]:
         if not os.path.isdir(self.backup_dir):
             return []
-        names = (_CHECKPOINT.match(name) for name in os.listdir(self.backup_dir))
-        return sorted(int(match.group(1)) for match in names if match)
+        names = (_BACKUP_FILE.match(name) for name in os.listdir(self.backup_dir))
+        return sorted(int(match.group(1)) for match in names if match and match.group(2) == "json")
 
     def _delete_old(self, newest: int) -> None:
         keep_from = newest - self.keep + 1
         for name in os.listdir(self.backup_dir):
-            match = re.match(r"^checkpoint-(\d{6,})\.", name)
+            match = _BACKUP_FILE.match(name)
             if match and int(match.group(1)) < keep_from:
                 os.remove(os.path.join(self.backup_dir, name))
 

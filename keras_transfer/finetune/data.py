@@ -94,20 +94,22 @@ def load_text_csv(path: str, text_column: str = "text", label_column: str = "lab
                 f"CSV file {path!r} has columns {columns} but needs {missing}: "
                 f"a header row with `{text_column}` and `{label_column}`."
             )
-        rows = [(row[text_column] or "", row[label_column] or "") for row in reader]
+        # line_num: where the row ends in the file (quoted text may span lines).
+        rows = [
+            (row[text_column] or "", row[label_column] or "", reader.line_num) for row in reader
+        ]
     _check_no_empty_fields(rows, path, text_column, label_column)
-    class_names = sorted({label for _, label in rows})
+    class_names = sorted({label for _, label, _ in rows})
     _check_classes(class_names, f"CSV file {path!r}")
     index = {name: i for i, name in enumerate(class_names)}
-    texts = np.asarray([text for text, _ in rows], dtype=object)
-    labels = np.asarray([index[label] for _, label in rows], "int32")
+    texts = np.asarray([text for text, _, _ in rows], dtype=object)
+    labels = np.asarray([index[label] for _, label, _ in rows], "int32")
     return LabelledData(texts, labels, class_names, "text")
 
 
 def _check_no_empty_fields(rows, path: str, text_column: str, label_column: str) -> None:
-    # Data row i is on line i + 2 (after the header).
     for column, index in ((label_column, 1), (text_column, 0)):
-        empty = [number + 2 for number, row in enumerate(rows) if not row[index].strip()]
+        empty = [row[2] for row in rows if not row[index].strip()]
         if empty:
             shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
             raise ValueError(

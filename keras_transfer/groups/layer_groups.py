@@ -328,12 +328,10 @@ def _trainable_capable(layer) -> list:
     """Variables the layer would train if it were trainable, whatever its
     current `trainable` flag: Keras keeps them in `_trainable_variables`.
     Variables of fixed layers (see `fixed_layers`) never train."""
-    fixed = {id(v) for sublayer in fixed_layers(layer) for v in sublayer.weights}
+    sublayers = list(layer._flatten_layers(include_self=True))
+    fixed = {id(v) for fixed_layer in _declared_fixed(sublayers) for v in fixed_layer.weights}
     return _unique(
-        v
-        for sublayer in layer._flatten_layers(include_self=True)
-        for v in sublayer._trainable_variables
-        if id(v) not in fixed
+        v for sublayer in sublayers for v in sublayer._trainable_variables if id(v) not in fixed
     )
 
 
@@ -342,8 +340,12 @@ def fixed_layers(layer) -> list:
     teacher. A model declares them with a `fixed_layers()` method; layer
     groups leave them out and `kt.freeze` / `kt.FreezeSchedule` keep them
     frozen whatever the stage."""
+    return _declared_fixed(layer._flatten_layers(include_self=True))
+
+
+def _declared_fixed(sublayers) -> list:
     fixed = []
-    for sublayer in layer._flatten_layers(include_self=True):
+    for sublayer in sublayers:
         declared = getattr(sublayer, "fixed_layers", None)
         if callable(declared):
             fixed.extend(declared())
