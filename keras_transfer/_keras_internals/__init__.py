@@ -1,0 +1,15 @@
+"""The one door to Keras internals.
+
+Every use of Keras' private API in `keras_transfer` goes through a function of
+this package, one function per need, each documented with what it relies on
+and pinned by a test in `tests/_keras_internals/`. When a Keras release moves
+something, one function here changes and its test says which. No other module
+of the library imports `keras.src` or reads a private Keras attribute.
+
+- `layers`: walking a layer's sublayers and the variables it could train.
+- `training`: a model's training state (JAX's pending state, the initial epoch).
+- `optimizers`: the optimizer's view of trainable variables and its update rule.
+- `losses`: loss scaling under a distribution strategy.
+- `saving`: Keras' safe mode.
+- `data`: inspecting a `tf.data` pipeline.
+"""
