@@ -173,7 +173,9 @@ def build(task: str, method: str, input_dim: int, seed: int, weight: float):
         "coral": CoralLoss(),
     }[method]
     weight = 0.0 if method == "source_only" else weight
-    model = DomainAdaptationModel(extractor, task_head, loss=loss, adaptation_weight=weight)
+    model = DomainAdaptationModel(
+        extractor, task_head, adaptation_loss=loss, adaptation_weight=weight
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(settings["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

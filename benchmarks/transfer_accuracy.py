@@ -121,13 +121,13 @@ def pretrained_runs(backbone, make_encoder, data, lr: float, decay: float, sched
     log(f"  frozen + head: {frozen:.4f} ({frozen_s:.0f} s)")
 
     encoder.trainable = True
-    groups = groups_that_train(model)
+    plan = groups_that_train(model)
     total_steps = args.epochs * -(-len(y) // args.batch_size)
     adamw = keras.optimizers.AdamW(warmup_cosine(lr, total_steps), weight_decay=WEIGHT_DECAY)
-    optimizer = kt.DiscriminativeLR(adamw, model, decay=decay, groups=groups)
+    optimizer = kt.DiscriminativeLR(adamw, plan, decay=decay)
     compile_model(model, optimizer)
-    freeze_schedule = kt.FreezeSchedule(model, schedule, groups=groups, verbose=1)
-    log(f"  layer groups: {[group.name for group in groups]}")
+    freeze_schedule = kt.FreezeSchedule(plan, schedule, verbose=1)
+    log(f"  layer groups: {plan.names}")
     start = time.perf_counter()
     keras.utils.set_random_seed(SEED)
     model.fit(
@@ -170,7 +170,7 @@ def warmup_cosine(peak_lr: float, total_steps: int):
     )
 
 
-def groups_that_train(model) -> list:
+def groups_that_train(model) -> kt.LayerGroupPlan:
     """`kt.layer_groups(model)`, with BERT's pooler merged into the head.
 
     The encoder mean-pools `sequence_output`, so the pooler's weights get no
@@ -183,7 +183,8 @@ def groups_that_train(model) -> list:
         return groups
     head = groups[-1]
     merged = kt.LayerGroup(head.name, unused[0].layers + head.layers)
-    return [group for group in groups[:-1] if group is not unused[0]] + [merged]
+    kept = [group for group in groups[:-1] if group is not unused[0]]
+    return kt.LayerGroupPlan([*kept, merged], model)
 
 
 def text_experiment(args) -> dict:

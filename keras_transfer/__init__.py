@@ -21,10 +21,11 @@ from keras_transfer.distillation import (
 )
 from keras_transfer.export import export_saved_model
 from keras_transfer.features import FeatureCache
-from keras_transfer.finetune import finetune
+from keras_transfer.finetune import FinetuneResult, LabelledData, finetune, load_labelled_data
 from keras_transfer.freezing import FreezeSchedule, freeze, unfreeze
-from keras_transfer.groups import LayerGroup, describe_groups, layer_groups
+from keras_transfer.groups import LayerGroup, LayerGroupPlan, describe_groups, layer_groups
 from keras_transfer.lr_finder import LRFinderResult, lr_find
+from keras_transfer.nesting import nested_layers
 from keras_transfer.optimizers import DiscriminativeLR
 from keras_transfer.version import __version__
 
@@ -36,12 +37,15 @@ __all__ = [
     "DomainAdaptationSchedule",
     "DomainConfusionLoss",
     "FeatureCache",
+    "FinetuneResult",
     "FreezeSchedule",
     "GradientReversal",
     "HubLayer",
     "KnowledgeDistillationLoss",
     "LRFinderResult",
+    "LabelledData",
     "LayerGroup",
+    "LayerGroupPlan",
     "MMDLoss",
     "NonFiniteGuard",
     "NonFiniteLossError",
@@ -57,8 +61,10 @@ __all__ = [
     "freeze",
     "layer_groups",
     "load_backbone",
+    "load_labelled_data",
     "load_preprocessor",
     "lr_find",
+    "nested_layers",
     "schedules",
     "unfreeze",
     "zoo",

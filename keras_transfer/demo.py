@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import time
 
 import keras
 import numpy as np
 
+from keras_transfer._checks import check_integer
 from keras_transfer.backbones import load_backbone, load_preprocessor
 from keras_transfer.datasets import load_mnist_5k
+from keras_transfer.features.pipeline import numpy_batches, predict_padded
 from keras_transfer.finetune import LabelledData, finetune
 from keras_transfer.finetune.classifier import image_classifier
 from keras_transfer.finetune.data import split_validation
+from keras_transfer.nesting import nested_layers
 
 DEFAULT_TRAIN_SIZE = 400
 DEFAULT_TEST_SIZE = 1000
@@ -31,6 +33,7 @@ _SCRATCH_LEARNING_RATE = 1e-3
 # default BatchNormalization momentum (0.99) would leave its moving statistics
 # near their initial values, and inference-mode accuracy near chance.
 _SCRATCH_BN_MOMENTUM = 0.9
+_PREDICT_BATCH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +163,7 @@ def _train_from_scratch(backbone, train, prepare, test, epochs, seed, verbose):
     test_inputs, test_labels = test
     keras.utils.set_random_seed(seed)
     random_backbone = type(backbone).from_config(backbone.get_config())
-    for layer in random_backbone._flatten_layers():
+    for layer in nested_layers(random_backbone):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = _SCRATCH_BN_MOMENTUM
     model = image_classifier(random_backbone, test_inputs.shape[1:], _NUM_CLASSES, seed=seed)
@@ -207,15 +210,26 @@ def _balanced_subset(labels, size, seed):
 
 
 def _accuracy(model, inputs, labels) -> float:
-    logits = model.predict(inputs, batch_size=64, verbose=0)
+    # Every batch at one size, the last one padded: `model.predict` would
+    # trace its predict step again for a shorter last batch.
+    logits = np.concatenate(
+        [
+            predict_padded(model, batch, _PREDICT_BATCH)
+            for batch, _ in numpy_batches(inputs, None, _PREDICT_BATCH)
+        ]
+    )
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def _check_count(name, value, minimum, maximum=None):
-    is_integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not is_integer or value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
+    if maximum is None:
+        check_integer(value, name, low=minimum)
+        return
+    check_integer(value, name)
+    if not minimum <= value <= maximum:
+        raise ValueError(
+            f"`{name}` must be an integer between {minimum} and {maximum}, got {value!r}."
+        )
 
 
 def _silent(*args, **kwargs):

@@ -71,7 +71,7 @@ def distillation_job():
     teacher = _mlp("teacher", 8, 3)
     teacher.trainable = False
     student = _mlp("student", 8, 3)
-    model = kt.DistillationModel(teacher, student, temperature=2.0, alpha=0.5)
+    model = kt.DistillationModel(teacher, student, temperature=2.0, distillation_weight=0.5)
     _compile(model, student)
     x, y = _data()
     return model, (x, y), [kt.FreezeSchedule(model, SCHEDULE, verbose=0)]

@@ -52,7 +52,9 @@ def _dense_with_slanted_triangular():
 
 
 def _distillation_model():
-    model = kt.DistillationModel(frozen_teacher(), classifier(4, "student"), alpha=0.5)
+    model = kt.DistillationModel(
+        frozen_teacher(), classifier(4, "student"), distillation_weight=0.5
+    )
     model.compile("adam", sparse_cce())
     x, y = distillation_data(8)
     model.fit(x, y, epochs=1, verbose=0)
@@ -124,7 +126,7 @@ def test_every_saved_model_type_loads_in_safe_mode(name, tmp_path):
 def _marker_lambda(marker):
     """A Lambda whose function creates `marker`: the stand-in for a payload.
     The path is a constant of the function's own code, as in a crafted file."""
-    function = eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")  # noqa: S307
+    function = eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")
     return keras.layers.Lambda(function, name="payload")
 
 

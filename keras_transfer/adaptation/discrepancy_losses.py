@@ -8,6 +8,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_transfer._checks import is_finite_number
+
 # DAN's multi-kernel MMD (Long et al., 2015, and the Transfer-Learning-Library
 # implementation): Gaussian kernels whose variances are 2^k times the mean
 # squared distance in the batch, k = -3 ... 1.
@@ -25,7 +27,7 @@ class CoralLoss(keras.losses.Loss):
     covariances, so it cannot align distributions that differ elsewhere
     (a rotation keeps the covariance of isotropic data, for one).
 
-    Pass it as `loss=` to `kt.DomainAdaptationModel`, which adds
+    Pass it as `adaptation_loss=` to `kt.DomainAdaptationModel`, which adds
     `adaptation_weight * CoralLoss(source_features, target_features)` to the
     task loss; or call it on any two feature batches. The batches may differ
     in size; features of rank > 2 are flattened. A covariance needs at
@@ -209,8 +211,8 @@ def _positive_numbers(values, what: str):
     if isinstance(values, numbers.Real):
         values = [values]
     values = list(values)
-    if not values or not all(
-        not isinstance(v, bool) and isinstance(v, numbers.Real) and v > 0 for v in values
-    ):
-        raise ValueError(f"`{what}` must be a non-empty list of numbers > 0, got {values!r}.")
+    if not values or not all(is_finite_number(v) and v > 0 for v in values):
+        raise ValueError(
+            f"`{what}` must be a non-empty list of finite numbers > 0, got {values!r}."
+        )
     return [float(v) for v in values]

@@ -6,11 +6,11 @@ import copy
 
 import keras
 from keras import ops
-from keras.src.losses.loss import (
+
+from keras_transfer._keras_internals.losses import (
     scale_loss_for_distribution,
     unscale_loss_for_distribution,
 )
-
 from keras_transfer.adaptation.domain_confusion_loss import DomainConfusionLoss, domain_accuracy
 from keras_transfer.adaptation.gradient_reversal import check_strength, reverse_gradient
 
@@ -33,7 +33,8 @@ class DomainAdaptationModel(keras.Model):
       behind gradient reversal;
     - `kt.DomainConfusionLoss("confusion")`: Tzeng et al.'s domain confusion;
     - `kt.CoralLoss()`, `kt.MMDLoss()` (or any `keras.losses.Loss` called as
-      `loss(source_features, target_features)`): a discrepancy, no domain head.
+      `adaptation_loss(source_features, target_features)`): a discrepancy,
+      no domain head.
 
     **Input format.** `fit` takes batches `({"source": x_source, "target":
     x_target}, y_source)`: labelled source examples and unlabelled target
@@ -44,6 +45,8 @@ class DomainAdaptationModel(keras.Model):
     inputs and runs the feature extractor and task head only, so
     `model.evaluate(x_target_test, y_target_test)` scores the adapted model.
     (`evaluate` on paired batches also reports the domain logs.)
+    `serving_model()` is that part as a plain Keras model: `model.export`
+    and `kt.export_saved_model` serve it, without the domain head.
 
     **Training step.** Source and target inputs go through the feature
     extractor as one batch. The loss is `task_loss + adaptation loss`, where
@@ -60,7 +63,7 @@ class DomainAdaptationModel(keras.Model):
       and the extractor the gradient of the confusion objective only, i.e.
       Tzeng et al.'s two alternating objectives, each taken at the current
       weights of the other, in one step on every backend;
-    - discrepancy: `w * loss(source_features, target_features)`.
+    - discrepancy: `w * adaptation_loss(source_features, target_features)`.
 
     Logs `loss`, `task_loss`, `domain_loss` (the domain head's cross-entropy,
     or the discrepancy) and, with a domain head, `domain_accuracy` (0.5 means
@@ -82,11 +85,11 @@ class DomainAdaptationModel(keras.Model):
             `default_domain_head()`, a ReLU MLP with two hidden layers of 256
             (a linear classifier is too weak an adversary). Must be `None` for
             discrepancy losses.
-        loss: the domain loss; defaults to
+        adaptation_loss: the domain loss; defaults to
             `kt.DomainConfusionLoss("adversarial")`. The task loss goes to
-            `compile`, as usual.
-        adaptation_weight: the weight `w` of the adaptation (the reversal
-            strength in DANN), >= 0. Defaults to 1.0.
+            `compile(loss=...)`, as usual.
+        adaptation_weight: the weight `w` (>= 0) of the adaptation term (the
+            reversal strength in DANN). Defaults to 1.0.
         **kwargs: `name` and other `keras.Model` arguments.
 
     Example:
@@ -118,18 +121,19 @@ class DomainAdaptationModel(keras.Model):
         feature_extractor: keras.layers.Layer,
         task_head: keras.layers.Layer,
         domain_head: keras.layers.Layer | None = None,
-        loss: keras.losses.Loss | None = None,
+        adaptation_loss: keras.losses.Loss | None = None,
         adaptation_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        loss = DomainConfusionLoss() if loss is None else loss
-        _check_arguments(feature_extractor, task_head, domain_head, loss)
-        if isinstance(loss, DomainConfusionLoss) and domain_head is None:
+        if adaptation_loss is None:
+            adaptation_loss = DomainConfusionLoss()
+        _check_arguments(feature_extractor, task_head, domain_head, adaptation_loss)
+        if isinstance(adaptation_loss, DomainConfusionLoss) and domain_head is None:
             domain_head = default_domain_head()
         self.feature_extractor = feature_extractor
         self.heads = _Heads(task_head, domain_head, name="heads")
-        self.adaptation_loss = loss
+        self.adaptation_loss = adaptation_loss
         self.adaptation_weight = check_strength(adaptation_weight, "adaptation_weight")
         self.adaptation_scale = self.add_weight(
             shape=(),
@@ -248,17 +252,30 @@ class DomainAdaptationModel(keras.Model):
         logits, _ = head.stateless_call(trainable, non_trainable, features)
         return logits
 
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kw):
-        if input_signature is None and self._source_shape is not None:
-            input_signature = [
-                keras.tree.map_shape_structure(
-                    lambda shape: keras.InputSpec(shape=(None, *shape[1:]), dtype=self.input_dtype),
-                    self._source_shape,
-                )
-            ]
-        return super().export(
-            filepath, format=format, verbose=verbose, input_signature=input_signature, **kw
-        )
+    def serving_model(self) -> keras.Model:
+        """The model that serves predictions: `task_head(feature_extractor(x))`.
+
+        A Functional model on plain inputs that shares the feature extractor
+        and task head (so it holds the trained weights) and leaves the domain
+        head out. `kt.export_saved_model` and `export` use it (the
+        `keras_transfer.groups.hooks.ServingModel` hook). Needs a built model.
+        """
+        if self._source_shape is None:
+            raise ValueError(
+                f"Model '{self.name}' is not built, so its input shape is unknown. Train "
+                "it, or call it on a batch, before asking for its serving model."
+            )
+        inputs = _serving_inputs(self.feature_extractor, self._source_shape, self.input_dtype)
+        outputs = self.task_head(self.feature_extractor(inputs))
+        return keras.Model(inputs, outputs, name=f"{self.name}_serving")
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Exports `serving_model()`, which takes plain inputs (see `keras.Model.export`).
+
+        Without this, Keras would export the training model, whose `call`
+        also takes `{"source": ..., "target": ...}` pairs, domain head included.
+        """
+        return self.serving_model().export(filepath, format=format, **kwargs)
 
     def get_build_config(self):
         if self._source_shape is None:
@@ -276,7 +293,7 @@ class DomainAdaptationModel(keras.Model):
                     if self.domain_head is not None
                     else None
                 ),
-                "loss": keras.saving.serialize_keras_object(self.adaptation_loss),
+                "adaptation_loss": keras.saving.serialize_keras_object(self.adaptation_loss),
                 "adaptation_weight": self.adaptation_weight,
             }
         )
@@ -286,8 +303,8 @@ class DomainAdaptationModel(keras.Model):
     def from_config(cls, config, custom_objects=None):
         # Deserializing a Functional model empties its config: work on a copy.
         config = copy.deepcopy(config)
-        for key in ("feature_extractor", "task_head", "domain_head", "loss"):
-            if config.get(key) is not None:
+        for key in ("feature_extractor", "task_head", "domain_head", "adaptation_loss"):
+            if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects
                 )
@@ -335,21 +352,22 @@ def _is_domain_loss(loss) -> bool:
     return isinstance(loss, (DomainConfusionLoss, CoralLoss, MMDLoss))
 
 
-def _check_arguments(feature_extractor, task_head, domain_head, loss):
+def _check_arguments(feature_extractor, task_head, domain_head, adaptation_loss):
     for value, what in ((feature_extractor, "feature_extractor"), (task_head, "task_head")):
         if not isinstance(value, keras.layers.Layer):
             raise TypeError(f"`{what}` must be a Keras layer or model, got {type(value).__name__}.")
     if domain_head is not None and not isinstance(domain_head, keras.layers.Layer):
         raise TypeError(f"`domain_head` must be a Keras layer or model, got {domain_head!r}.")
-    if not isinstance(loss, keras.losses.Loss):
+    if not isinstance(adaptation_loss, keras.losses.Loss):
         raise TypeError(
-            "`loss` must be a domain loss object: kt.DomainConfusionLoss('adversarial'"
-            f" or 'confusion'), kt.CoralLoss() or kt.MMDLoss(); got {loss!r}."
+            "`adaptation_loss` must be a domain loss object: kt.DomainConfusionLoss("
+            "'adversarial' or 'confusion'), kt.CoralLoss() or kt.MMDLoss(); got "
+            f"{adaptation_loss!r}."
         )
-    if domain_head is not None and not isinstance(loss, DomainConfusionLoss):
+    if domain_head is not None and not isinstance(adaptation_loss, DomainConfusionLoss):
         raise ValueError(
-            f"{type(loss).__name__} compares feature distributions directly and uses "
-            "no domain head: leave `domain_head=None`, or use kt.DomainConfusionLoss."
+            f"{type(adaptation_loss).__name__} compares feature distributions directly and "
+            "uses no domain head: leave `domain_head=None`, or use kt.DomainConfusionLoss."
         )
 
 
@@ -358,28 +376,55 @@ def _check_task_loss(loss):
         raise ValueError(
             "Compile a DomainAdaptationModel with the task loss, e.g. "
             "`loss='sparse_categorical_crossentropy'`; the domain loss is given to "
-            "the constructor (`loss=kt.DomainConfusionLoss(...)`)."
+            "the constructor (`adaptation_loss=kt.DomainConfusionLoss(...)`)."
         )
     if _is_domain_loss(loss):
         raise ValueError(
             f"{type(loss).__name__} is a domain loss: give it to the constructor, "
-            "`kt.DomainAdaptationModel(..., loss=...)`, and `compile` the task loss."
+            "`kt.DomainAdaptationModel(..., adaptation_loss=...)`, and `compile` the "
+            "task loss."
         )
+
+
+def _known_inputs(layer):
+    """The symbolic inputs of a built Functional or Sequential model, else None."""
+    if not (isinstance(layer, keras.Model) and layer.built):
+        return None
+    if isinstance(layer, keras.Sequential):
+        # Its own `keras.Input`; `input` would be what it was first called on.
+        inputs = getattr(layer, "inputs", None)
+        return inputs[0] if inputs and len(inputs) == 1 else None
+    try:
+        return layer.input  # Functional: the nested structure of inputs.
+    except (AttributeError, ValueError):
+        return None
 
 
 def _known_input_shape(layer):
     """The input shape of a built Functional or Sequential model, else None."""
-    if not (isinstance(layer, keras.Model) and layer.built):
+    inputs = _known_inputs(layer)
+    if inputs is None:
         return None
-    try:
-        inputs = layer.input  # Functional: the nested structure of inputs.
-    except (AttributeError, ValueError):
-        # Sequential raises until called, but knows its one input.
-        inputs = getattr(layer, "inputs", None)
-        if not inputs or len(inputs) != 1:
-            return None
-        inputs = inputs[0]
     return keras.tree.map_structure(lambda tensor: tuple(tensor.shape), inputs)
+
+
+def _serving_inputs(feature_extractor, source_shape, default_dtype):
+    """`keras.Input`s for one batch of plain inputs of `source_shape`.
+
+    Dtypes (and names) come from the feature extractor's own inputs where it
+    has them (token ids stay integers), else `default_dtype`.
+    """
+    known = _known_inputs(feature_extractor)
+    if known is not None:
+        return keras.tree.map_structure(
+            lambda tensor: keras.Input(
+                shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name
+            ),
+            known,
+        )
+    return keras.tree.map_shape_structure(
+        lambda shape: keras.Input(shape=tuple(shape[1:]), dtype=default_dtype), source_shape
+    )
 
 
 def _check_features(features):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
+
+from keras_transfer._checks import check_number, is_finite_number
 
 _RAMPS = ("ganin", "constant", "linear")
 _UNITS = ("step", "epoch")
@@ -54,8 +55,7 @@ class DomainAdaptationSchedule(keras.callbacks.Callback):
                 f"`ramp` must be one of {_RAMPS} or a function of the training "
                 f"progress p in [0, 1); got {ramp!r}."
             )
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not gamma > 0:
-            raise ValueError(f"`gamma` must be a number > 0 (Ganin et al. use 10), got {gamma!r}.")
+        gamma = check_number(gamma, "gamma", "Ganin et al. use 10", low=0, low_open=True)
         if unit not in _UNITS:
             raise ValueError(f"`unit` must be one of {_UNITS}, got {unit!r}.")
         self.ramp = ramp
@@ -74,10 +74,10 @@ class DomainAdaptationSchedule(keras.callbacks.Callback):
             scale = 1.0
         else:
             scale = self.ramp(progress)
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale >= 0:
+        if not (is_finite_number(scale) and scale >= 0):
             raise ValueError(
                 f"The adaptation ramp gave {scale!r} at progress {progress:.4f}; it "
-                "must give a number >= 0 (a scale of the adaptation weight)."
+                "must give a finite number >= 0 (a scale of the adaptation weight)."
             )
         return float(scale)
 

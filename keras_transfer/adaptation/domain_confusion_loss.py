@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution
+
+from keras_transfer._keras_internals.losses import scale_loss_for_distribution
 
 MODES = ("adversarial", "confusion")
 
@@ -30,7 +31,7 @@ class DomainConfusionLoss(keras.losses.Loss):
       labels. The two objectives alternate within each step (see
       `kt.DomainAdaptationModel`).
 
-    Pass it as `loss=` to `kt.DomainAdaptationModel`. Called directly,
+    Pass it as `adaptation_loss=` to `kt.DomainAdaptationModel`. Called directly,
     `loss(domain_labels, domain_logits)` is the domain classifier's binary
     cross-entropy (from logits, shape `(n,)` or `(n, 1)`), and
     `loss.confusion(domain_logits)` the extractor's objective in

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transfer._checks import check_integer
 from keras_transfer.adaptation.domain_adaptation_model import SOURCE, TARGET
 
 _DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -64,11 +65,9 @@ def domain_pairs(
     """
     import tensorflow as tf
 
-    for value, what in ((batch_size, "batch_size"), (target_batch_size, "target_batch_size")):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"`{what}` must be a positive integer, got {value!r}.")
+    check_integer(batch_size, "batch_size", "source examples per batch", low=1)
+    if target_batch_size is not None:
+        check_integer(target_batch_size, "target_batch_size", "target examples per batch", low=1)
     target_batch_size = target_batch_size or batch_size
     source_ds, source_size = _source_dataset(tf, source)
     target_ds, target_size = _target_dataset(tf, target, source_ds.element_spec[0])
@@ -218,9 +217,5 @@ def _dataset_size(tf, dataset, domain: str) -> int | None:
 
 def _buffer(shuffle_buffer, size) -> int:
     if shuffle_buffer is not None:
-        if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int):
-            raise ValueError(
-                f"`shuffle_buffer` must be a positive integer, got {shuffle_buffer!r}."
-            )
-        return max(1, shuffle_buffer)
+        return check_integer(shuffle_buffer, "shuffle_buffer", "the shuffle buffer size", low=1)
     return size if size is not None else _DEFAULT_SHUFFLE_BUFFER

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
+
+from keras_transfer._checks import check_number
 
 
 @ops.custom_gradient
@@ -39,14 +39,14 @@ def reverse_gradient(inputs, strength):
 
 
 def check_strength(value, what: str = "strength") -> float:
-    """A number >= 0 as a float, or a `ValueError` naming `what`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(
-            f"`{what}` must be a number >= 0 (0 turns adaptation off; Ganin & "
-            f"Lempitsky ramp it from 0 to 1), got {value!r}. A negative value "
-            "would stop reversing the gradient and help the domain classifier."
-        )
-    return float(value)
+    """A finite number >= 0 as a float, or a `ValueError` naming `what`."""
+    return check_number(
+        value,
+        what,
+        "0 turns adaptation off; Ganin & Lempitsky ramp it from 0 to 1; a negative "
+        "value would stop reversing the gradient and help the domain classifier",
+        low=0,
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -71,7 +71,7 @@ class GradientReversal(keras.layers.Layer):
     TensorFlow, JAX and PyTorch backends.
 
     Args:
-        strength: the factor of the reversed gradient, a number >= 0.
+        strength: the factor of the reversed gradient, a finite number >= 0.
             Defaults to 1.0.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 

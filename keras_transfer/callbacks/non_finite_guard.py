@@ -7,6 +7,9 @@ import math
 import keras
 import numpy as np
 
+from keras_transfer._checks import check_integer
+from keras_transfer._keras_internals.training import sync_jax_state
+
 _MODES = ("raise", "skip")
 
 
@@ -83,8 +86,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         super().__init__()
         if on_nonfinite not in _MODES:
             raise ValueError(f"`on_nonfinite` must be one of {_MODES}, got {on_nonfinite!r}.")
-        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 0:
-            raise ValueError(f"`max_skips` must be an integer >= 0, got {max_skips!r}.")
+        check_integer(max_skips, "max_skips", "bad steps skipped before stopping", low=0)
         self.on_nonfinite = on_nonfinite
         self.monitor = monitor
         self.max_skips = max_skips
@@ -175,9 +177,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
         return [(v, keras.ops.copy(v.value)) for v in self._tracked_variables()]
 
     def _restore(self) -> None:
-        # On JAX, reading `self.model` first writes the step's results into
-        # the variables; restoring before that would be overwritten by them.
-        self.model  # noqa: B018
+        # On JAX the step's results are still pending outside the variables;
+        # restoring before they are written back would be overwritten by them.
+        sync_jax_state(self.model)
         for variable, value in self._saved:
             variable.assign(value)
 

@@ -11,6 +11,9 @@ import warnings
 
 import keras
 
+from keras_transfer._checks import check_integer
+from keras_transfer._keras_internals.training import set_initial_epoch
+
 # Both files of backup N: `checkpoint-N.json` and `checkpoint-N.weights.h5`.
 _BACKUP_FILE = re.compile(r"^checkpoint-(\d{6,})\.(json|weights\.h5)$")
 _FORMAT = "keras_transfer.backup/1"
@@ -73,11 +76,9 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         super().__init__()
         if not backup_dir:
             raise ValueError("`backup_dir` must name a folder for the backups.")
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"`keep` must be an integer >= 1, got {keep!r}.")
         self.backup_dir = os.fspath(backup_dir)
         self.delete_checkpoint = delete_checkpoint
-        self.keep = keep
+        self.keep = check_integer(keep, "keep", "complete backups kept", low=1)
 
     def on_train_begin(self, logs=None):
         if not self.model.built:
@@ -92,7 +93,7 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self._weights_path(manifest["number"]))
-        self.model._initial_epoch = manifest["epoch"]
+        set_initial_epoch(self.model, manifest["epoch"])
 
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch + 1)

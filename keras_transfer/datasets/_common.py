@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from keras_transfer._checks import check_integer, check_number
 
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SEED = 1337
@@ -40,13 +40,13 @@ def split_train_test(
 
 def check_split_args(test_fraction, seed):
     """Raises `ValueError` for a bad split; loaders call it before reading data."""
-    if (
-        isinstance(test_fraction, bool)
-        or not isinstance(test_fraction, numbers.Real)
-        or not 0 < test_fraction < 1
-    ):
-        raise ValueError(
-            f"`test_fraction` must be a number strictly between 0 and 1, got {test_fraction!r}."
-        )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+    check_number(
+        test_fraction,
+        "test_fraction",
+        "the share of each class held out for testing",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    check_integer(seed, "seed", low=0)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import numbers
 import threading
 import types
 import warnings
 
 import keras
 from keras import ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
+from keras_transfer._keras_internals import losses as keras_losses
 from keras_transfer.distillation.feature_matching import (
     feature_extractor,
     feature_loss,
@@ -19,6 +18,7 @@ from keras_transfer.distillation.feature_matching import (
 )
 from keras_transfer.distillation.knowledge_distillation_loss import (
     KnowledgeDistillationLoss,
+    check_real,
     validate_temperature,
 )
 
@@ -37,15 +37,17 @@ class DistillationModel(keras.Model):
     teacher's temperature-softened class distribution as well as from the
     labels. The loss is
 
-        alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
-        + (1 - alpha) * <the compiled hard-label loss>
+        distillation_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+        + (1 - distillation_weight) * <the compiled hard-label loss>
         [+ feature_weight * feature_loss]
 
     (`kt.KnowledgeDistillationLoss`) plus the student's regularization
-    losses; the logs show `distillation_loss` and `student_loss` beside the
-    total. `fit(x)` without labels is pure distillation (`alpha` is taken as
-    1), for unlabeled transfer data. `call()` is the student: `predict` and
-    `export` serve it alone, and `export_student()` hands it back.
+    losses; the logs show `distillation_loss` and `student_loss` (and
+    `feature_loss`) beside the total. `fit(x)` without labels is pure
+    distillation (`distillation_weight` is taken as 1), for unlabeled
+    transfer data. `call()` is the student, and so is `serving_model()`:
+    `predict`, `model.export` and `kt.export_saved_model` serve the student
+    alone (save it with `model.serving_model().save("student.keras")`).
 
     Beyond `keras.distillation.Distiller`: the teacher and the student may
     take different inputs (`teacher_inputs`: another tokenizer, image size or
@@ -61,9 +63,9 @@ class DistillationModel(keras.Model):
         student: the `keras.Model` to train; single output with the same
             number of classes as the teacher.
         temperature: softening temperature `T` > 0. Defaults to 3.0.
-        alpha: weight in [0, 1] of the distillation loss against the
-            hard-label loss. Defaults to 0.5; ignored (taken as 1) for batches
-            without labels.
+        distillation_weight: the weight in [0, 1] of the distillation term;
+            the hard-label loss weighs `1 - distillation_weight`. Defaults to
+            0.5; taken as 1 for batches without labels.
         teacher_inputs: what the teacher sees of a batch `x`. `None` (default):
             `x` itself. A string: `x` is a dict, the teacher gets `x[key]` and
             the student the rest (its single value when one is left). A
@@ -74,8 +76,8 @@ class DistillationModel(keras.Model):
         student_layer: name of the student layer that matches it; a learned
             `Dense` projection maps it to the teacher's width when they differ
             (spatial sizes must agree).
-        feature_weight: weight of the feature loss (mean squared error).
-            Defaults to 1.0.
+        feature_weight: the weight (>= 0) of the feature term (mean squared
+            error). Defaults to 1.0.
         from_logits: `True` (default) when teacher and student output logits;
             `False` for probabilities (softmax output layers).
         name: the model name.
@@ -88,7 +90,9 @@ class DistillationModel(keras.Model):
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> teacher.trainable = False  # Trained already (else: frozen, with a warning).
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> model = kt.DistillationModel(teacher, student, temperature=2.0, alpha=0.7)
+    >>> model = kt.DistillationModel(
+    ...     teacher, student, temperature=2.0, distillation_weight=0.7
+    ... )
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -96,7 +100,7 @@ class DistillationModel(keras.Model):
     >>> history = model.fit(np.ones((8, 4)), np.zeros(8), epochs=1, verbose=0)
     >>> sorted(history.history)
     ['distillation_loss', 'loss', 'student_loss']
-    >>> model.export_student() is student
+    >>> model.serving_model() is student
     True
     """
 
@@ -105,7 +109,7 @@ class DistillationModel(keras.Model):
         teacher: keras.Model,
         student: keras.Model,
         temperature: float = 3.0,
-        alpha: float = 0.5,
+        distillation_weight: float = 0.5,
         teacher_inputs=None,
         teacher_layer: str | None = None,
         student_layer: str | None = None,
@@ -118,8 +122,16 @@ class DistillationModel(keras.Model):
         _check_is_model(teacher, "teacher")
         _check_is_model(student, "student")
         self.temperature = validate_temperature(temperature)
-        self.alpha = _validate_weight(alpha, "alpha", upper=1.0)
-        self.feature_weight = _validate_weight(feature_weight, "feature_weight")
+        self.distillation_weight = check_real(
+            distillation_weight,
+            "distillation_weight",
+            "the weight of the distillation term; 1 - distillation_weight weighs the labels",
+            low=0,
+            high=1,
+        )
+        self.feature_weight = check_real(
+            feature_weight, "feature_weight", "the weight of the feature term", low=0
+        )
         self.from_logits = from_logits
         self.teacher_inputs = _validate_teacher_inputs(teacher_inputs)
         if isinstance(teacher_inputs, keras.layers.Layer):
@@ -208,24 +220,26 @@ class DistillationModel(keras.Model):
             y_pred = self(x, training=training)
         student_features = getattr(self._step, "student_features", None)
         self._step.student_features = None
-        alpha = self.alpha if labels is not None else 1.0
-        needs_teacher = alpha > 0 or self.teacher_layer is not None
+        distillation_weight = self.distillation_weight if labels is not None else 1.0
+        needs_teacher = distillation_weight > 0 or self.teacher_layer is not None
         teacher_outputs = teacher_features = None
         if needs_teacher:
             teacher_outputs, teacher_features = self._teacher_outputs(x, cached)
         total = ops.zeros((), dtype="float32")
         if labels is not None:
             student_loss = self._hard_label_loss(labels, y_pred, sample_weight)
-            self.student_loss_tracker.update_state(unscale_loss_for_distribution(student_loss))
-            total = total + (1.0 - alpha) * ops.cast(student_loss, "float32")
-        if alpha > 0:
+            self.student_loss_tracker.update_state(
+                keras_losses.unscale_loss_for_distribution(student_loss)
+            )
+            total = total + (1.0 - distillation_weight) * ops.cast(student_loss, "float32")
+        if distillation_weight > 0:
             distillation_loss = self.knowledge_distillation_loss(
                 teacher_outputs, y_pred, sample_weight=sample_weight
             )
             self.distillation_loss_tracker.update_state(
-                unscale_loss_for_distribution(distillation_loss)
+                keras_losses.unscale_loss_for_distribution(distillation_loss)
             )
-            total = total + alpha * distillation_loss
+            total = total + distillation_weight * distillation_loss
         if self.teacher_layer is not None:
             if student_features is None:
                 student_features = self._extractors.student(
@@ -234,10 +248,12 @@ class DistillationModel(keras.Model):
             if self.feature_projection is not None:
                 student_features = self.feature_projection(student_features)
             matching_loss = feature_loss(teacher_features, student_features, sample_weight)
-            self.feature_loss_tracker.update_state(unscale_loss_for_distribution(matching_loss))
+            self.feature_loss_tracker.update_state(
+                keras_losses.unscale_loss_for_distribution(matching_loss)
+            )
             total = total + self.feature_weight * matching_loss
         for loss in self.losses:
-            total = total + ops.cast(self._aggregate_additional_loss(loss), "float32")
+            total = total + ops.cast(keras_losses.aggregate_additional_loss(self, loss), "float32")
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -249,12 +265,12 @@ class DistillationModel(keras.Model):
     def get_metrics_result(self):
         # Without labels (pure distillation) the label metrics and the student
         # loss are left out rather than shown as zeros; so is the distillation
-        # loss when `alpha` is 0 and the teacher's outputs are not used.
-        compile_loss = self._compile_loss
+        # loss when `distillation_weight` is 0 and the teacher's outputs are
+        # not used.
         skipped = set()
-        if compile_loss is None or not compile_loss.built:
+        if not keras_losses.compiled_loss_has_run(self):
             skipped.add(id(self.student_loss_tracker))
-        if self.alpha == 0:
+        if self.distillation_weight == 0:
             skipped.add(id(self.distillation_loss_tracker))
         logs = {}
         for metric in self.metrics:
@@ -264,19 +280,31 @@ class DistillationModel(keras.Model):
             logs.update(result if isinstance(result, dict) else {metric.name: result})
         return logs
 
-    def export_student(self, filepath=None) -> keras.Model:
-        """Returns the trained student; saves it first when given a `.keras` path."""
-        if filepath is not None:
-            self.student.save(filepath)
-        return self.student
-
     def serving_model(self) -> keras.Model:
-        """The model that serves predictions: the student (`kt.export_saved_model` uses it)."""
+        """The model that serves predictions: the student itself.
+
+        `kt.export_saved_model` and `export` use it (the
+        `keras_transfer.groups.hooks.ServingModel` hook); it is the same
+        object as `student`, trained in place.
+        """
         return self.student
 
     def export(self, filepath, format="tf_saved_model", **kwargs):
-        """Exports the student alone for serving (see `keras.Model.export`)."""
-        return self.student.export(filepath, format=format, **kwargs)
+        """Exports `serving_model()`, the student alone (see `keras.Model.export`).
+
+        Without this, Keras would export the whole training model, the
+        teacher's weights included.
+        """
+        return self.serving_model().export(filepath, format=format, **kwargs)
+
+    def teacher_with_features(self) -> keras.Model:
+        """Internal (for `kt.cache_teacher_outputs`): the teacher as one model.
+
+        A model of the teacher's inputs (see `teacher_view`) giving the
+        teacher's outputs, or `[outputs, features]` for feature distillation
+        (`teacher_layer`); it shares the teacher's layers.
+        """
+        return self._extractors.teacher or self.teacher
 
     def _teacher_outputs(self, x, cached):
         if cached is None:
@@ -290,13 +318,14 @@ class DistillationModel(keras.Model):
         return outputs, features
 
     def _hard_label_loss(self, labels, y_pred, sample_weight):
-        if self._compile_loss is None:
+        compiled_loss = keras_losses.compiled_loss(self)
+        if compiled_loss is None:
             raise ValueError(
                 "The batch has labels but the model was compiled without a loss. Pass the "
                 "student's hard-label loss to `compile(loss=...)`, or call `fit(x)` without "
                 "labels for pure distillation."
             )
-        return self._compile_loss(labels, y_pred, sample_weight)
+        return compiled_loss(labels, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()
@@ -308,7 +337,7 @@ class DistillationModel(keras.Model):
                 "teacher": keras.saving.serialize_keras_object(self.teacher),
                 "student": keras.saving.serialize_keras_object(self.student),
                 "temperature": self.temperature,
-                "alpha": self.alpha,
+                "distillation_weight": self.distillation_weight,
                 "teacher_inputs": teacher_inputs,
                 "teacher_layer": self.teacher_layer,
                 "student_layer": self.student_layer,
@@ -319,15 +348,14 @@ class DistillationModel(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, custom_objects=None):
         # Deserializing a Functional model empties its config: work on a copy.
         config = copy.deepcopy(config)
-        for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        if isinstance(config.get("teacher_inputs"), dict):
-            config["teacher_inputs"] = keras.saving.deserialize_keras_object(
-                config["teacher_inputs"]
-            )
+        for key in ("teacher", "student", "teacher_inputs"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects
+                )
         return cls(**config)
 
 
@@ -341,22 +369,6 @@ def _unpack_targets(y):
 def _check_is_model(model, role: str):
     if not isinstance(model, keras.Model):
         raise TypeError(f"The {role} must be a `keras.Model`, got {type(model).__name__}.")
-
-
-def _validate_weight(value, name: str, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {value!r}.")
-    if value < 0 or (upper is not None and value > upper):
-        bounds = f"in [0, {upper:g}]" if upper is not None else ">= 0"
-        raise ValueError(
-            f"`{name}` must be {bounds}, got {value}."
-            + (
-                " It is the weight of the distillation loss; 1 - alpha weighs the labels."
-                if name == "alpha"
-                else ""
-            )
-        )
-    return float(value)
 
 
 def _validate_teacher_inputs(teacher_inputs):

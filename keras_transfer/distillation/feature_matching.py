@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution
+
+from keras_transfer._keras_internals.losses import scale_loss_for_distribution
 
 
 def feature_extractor(model: keras.Model, layer_name: str, role: str) -> keras.Model:

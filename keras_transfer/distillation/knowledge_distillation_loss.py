@@ -7,6 +7,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_transfer._checks import check_number
+
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class KnowledgeDistillationLoss(keras.losses.Loss):
@@ -90,11 +92,22 @@ def _as_logits(outputs, from_logits: bool):
 
 
 def validate_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"`temperature` must be a number, got {temperature!r}.")
-    if not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be > 0, got {temperature}. Typical values are 1 to 10; "
-            "higher values give softer teacher distributions."
-        )
-    return float(temperature)
+    """The softening temperature as a float, or a `TypeError` / `ValueError`."""
+    return check_real(
+        temperature,
+        "temperature",
+        "typical values are 1 to 10; higher values give softer teacher distributions",
+        low=0,
+        low_open=True,
+    )
+
+
+def check_real(value, name: str, hint: str, **bounds) -> float:
+    """`_checks.check_number`, raising `TypeError` for a value that is no number.
+
+    A value of the wrong type (a string, a bool) raises `TypeError` and one
+    out of `bounds` (or NaN or infinite) `ValueError`, as the distillation
+    arguments always have.
+    """
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return check_number(value, name, hint, error=ValueError if is_number else TypeError, **bounds)

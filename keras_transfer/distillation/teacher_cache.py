@@ -5,17 +5,18 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_transfer._checks import check_integer
 from keras_transfer.distillation.distillation_model import (
     LABELS,
     TEACHER_FEATURES,
     TEACHER_OUTPUTS,
     DistillationModel,
 )
-from keras_transfer.features.feature_cache import (
-    _AUGMENTATION_NAMES,
-    _batches,
-    _is_dataset,
-    _random_ops,
+from keras_transfer.features.pipeline import (
+    augmentation_layers,
+    is_dataset,
+    numpy_batches,
+    random_ops,
 )
 
 
@@ -75,15 +76,14 @@ def cache_teacher_outputs(
             "`cache_teacher_outputs` takes the `kt.DistillationModel` whose teacher it runs, "
             f"got {type(model).__name__}."
         )
-    if _is_dataset(x) and y is not None:
+    if is_dataset(x) and y is not None:
         raise ValueError("A dataset carries its own labels: pass `y=None` with a dataset.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_integer(batch_size, "batch_size", "examples per teacher pass", low=1)
     if not allow_random:
         _check_deterministic(model, x)
     parts = {"x": [], LABELS: [], TEACHER_OUTPUTS: [], TEACHER_FEATURES: []}
-    predictor = model._extractors.teacher or model.teacher
-    for inputs, labels in _batches(x, y, batch_size):
+    predictor = model.teacher_with_features()
+    for inputs, labels in numpy_batches(x, y, batch_size):
         outputs = predictor.predict_on_batch(model.teacher_view(inputs))
         if model.teacher_layer is not None:
             outputs, features = outputs
@@ -101,11 +101,11 @@ def cache_teacher_outputs(
 
 
 def _check_deterministic(model, x):
-    if _is_dataset(x):
-        random_ops = _random_ops(x)
-        if random_ops:
+    if is_dataset(x):
+        found = random_ops(x)
+        if found:
             raise ValueError(
-                f"The dataset draws random numbers ({sorted(random_ops)}), e.g. augmentation "
+                f"The dataset draws random numbers ({sorted(found)}), e.g. augmentation "
                 "in a `map`: cached teacher outputs (and student inputs) would keep one draw "
                 "for every epoch. Cache the un-augmented dataset, train without the cache "
                 "(the teacher then runs on every batch), or pass `allow_random=True` to "
@@ -113,11 +113,7 @@ def _check_deterministic(model, x):
             )
     hook = model.teacher_inputs
     if isinstance(hook, keras.layers.Layer):
-        random_layers = [
-            layer.name
-            for layer in hook._flatten_layers(include_self=True)
-            if type(layer).__name__.startswith(_AUGMENTATION_NAMES)
-        ]
+        random_layers = [layer.name for layer in augmentation_layers(hook)]
         if random_layers:
             raise ValueError(
                 f"The `teacher_inputs` layer '{hook.name}' holds random augmentation layers "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_transfer.export import serving_inputs
+from keras_transfer.groups.hooks import ServingModel
 
 _OUTPUT_KINDS = ("auto", "logits", "probabilities")
 _SERVING_ENDPOINT = "serving_default"
@@ -45,11 +46,15 @@ def export_saved_model(
     `jax2tf`); the PyTorch backend cannot export a SavedModel: save with
     `model.save("model.keras")` and export under the TensorFlow backend.
 
-    Distillation and domain-adaptation models export only the part that
-    serves: the student, or the feature extractor and task head.
+    A training model that implements `serving_model()` (the
+    `keras_transfer.groups.hooks.ServingModel` hook) exports the model that
+    hook returns: `kt.DistillationModel` its student,
+    `kt.DomainAdaptationModel` its feature extractor and task head on plain
+    inputs, never a teacher or a domain head.
 
     Args:
-        model: a built classifier; its outputs are logits or probabilities.
+        model: a built classifier, or a training model with a
+            `serving_model()`; its outputs are logits or probabilities.
         path: the SavedModel folder to write.
         preprocessor: optional KerasHub preprocessor, tokenizer or
             `ImageConverter` (or any Keras layer mapping raw strings to the
@@ -133,9 +138,13 @@ def require_exporting_backend():
 
 def _serving_model(model):
     """The part of a training model that serves predictions."""
-    serving_model = getattr(model, "serving_model", None)
-    if callable(serving_model):
-        return serving_model()
+    if isinstance(model, ServingModel):
+        model = model.serving_model()
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`serving_model()` must return a Keras model, got {type(model).__name__}."
+            )
+        return model
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model, got {type(model).__name__}.")
     return model

@@ -8,7 +8,15 @@ import pathlib
 import keras
 import numpy as np
 
-_AUGMENTATION_NAMES = ("Random", "MixUp", "CutMix", "AugMix", "RandAugment")
+from keras_transfer._checks import check_integer
+from keras_transfer._keras_internals.layers import call_outputs
+from keras_transfer.features.pipeline import (
+    augmentation_layers,
+    is_dataset,
+    numpy_batches,
+    predict_padded,
+    random_ops,
+)
 
 
 class FeatureCache:
@@ -17,8 +25,8 @@ class FeatureCache:
     With a frozen backbone, running it every epoch only recomputes the same
     features. `FeatureCache` splits a compiled model into its backbone (a
     nested model inside it) and its head (the layers after it), runs the
-    backbone once in inference mode (in memory, or into `.npy` files on disk
-    for data larger than memory), then trains the head on the cached features
+    backbone once in inference mode (in memory, or into raw binary files on
+    disk, memory-mapped, for data larger than memory), then trains the head on the cached features
     with the model's own compile settings. The head's layers are the model's
     layers, so afterwards `model` is the full model, backbone plus trained head,
     ready for `kt.FreezeSchedule` and export.
@@ -35,8 +43,12 @@ class FeatureCache:
         backbone: the backbone layer or its name; defaults to the model's only
             nested model.
         directory: `None` (default) keeps features in memory; a folder path
-            stores them there as memory-mapped `.npy` files.
+            stores them there as raw `.bin` files (one per array, no
+            header), read back memory-mapped as `np.memmap`.
         batch_size: batch size of the feature pass over array inputs.
+            Defaults to 32. Every batch of the pass runs at this size (a
+            dataset's: at its largest batch so far), a shorter last batch
+            padded, so that the backbone's predict step is traced once.
 
     Example:
 
@@ -67,27 +79,33 @@ class FeatureCache:
         self.extractor, self.head = _split(model, self.backbone)
         _check_frozen(self.extractor, self.backbone)
         self.directory = directory
-        self.batch_size = batch_size
+        self.batch_size = check_integer(
+            batch_size, "batch_size", "examples per backbone pass", low=1
+        )
         self._extracted: dict = {}
+        # The batch size the extractor is traced for: `batch_size`, or a
+        # dataset's largest batch; validation data reuses it.
+        self._pass_size = self.batch_size
 
     def extract(self, x, y=None):
         """Runs the backbone once over `x`; returns `(features, labels)`.
 
         `x` is an array (or a dict/list of arrays) with labels `y`, or a
         `tf.data.Dataset` of `(inputs, labels)` batches. Batches stream
-        through the backbone into memory or, with `directory`, into `.npy`
-        files that are then memory-mapped. Results are kept, so extracting the
+        through the backbone into memory or, with `directory`, into raw
+        `.bin` files that are then memory-mapped. Results are kept, so extracting the
         same object again costs nothing.
         """
         key = (id(x), id(y))
         if key not in self._extracted:
-            if _is_dataset(x):
+            if is_dataset(x):
                 _check_dataset_is_deterministic(x)
             elif not len(keras.tree.flatten(x)[0]):
                 raise ValueError(_NO_EXAMPLES)
             sink = _Sink(self.directory, index=len(self._extracted))
-            for inputs, labels in _batches(x, y, self.batch_size):
-                sink.add(self.extractor.predict_on_batch(inputs), labels)
+            for inputs, labels in numpy_batches(x, y, self.batch_size):
+                self._pass_size = max(self._pass_size, len(keras.tree.flatten(inputs)[0]))
+                sink.add(predict_padded(self.extractor, inputs, self._pass_size), labels)
             if "features" not in sink.structure:
                 raise ValueError(_NO_EXAMPLES)
             # Keep x and y alive so that their ids stay theirs.
@@ -104,7 +122,7 @@ class FeatureCache:
         if validation_data is not None:
             validation_data = (
                 self.extract(validation_data)
-                if _is_dataset(validation_data)
+                if is_dataset(validation_data)
                 else self.extract(*validation_data)
             )
         if not self.head.compiled:
@@ -144,11 +162,7 @@ def _check_frozen(extractor, backbone):
 def _check_no_randomness(model, backbone):
     index = model.layers.index(backbone)
     before = [layer for layer in model.layers[:index] if _draws_random_numbers(layer)]
-    inside = [
-        layer
-        for layer in backbone._flatten_layers(include_self=False)
-        if type(layer).__name__.startswith(_AUGMENTATION_NAMES)
-    ]
+    inside = augmentation_layers(backbone, include_self=False)
     random_layers = [layer.name for layer in before + inside]
     if random_layers:
         raise ValueError(
@@ -160,7 +174,7 @@ def _check_no_randomness(model, backbone):
 
 
 def _draws_random_numbers(layer) -> bool:
-    return type(layer).__name__.startswith(_AUGMENTATION_NAMES) or any(
+    return bool(augmentation_layers(layer)) or any(
         isinstance(value, keras.random.SeedGenerator) for value in vars(layer).values()
     )
 
@@ -175,11 +189,10 @@ def _split(model, backbone) -> tuple[keras.Model, keras.Model]:
         head.build(backbone.output.shape)
         return extractor, head
     errors = []
-    # The backbone's output in this model's graph is the output of the node
-    # that calls it here (its first node is its own construction).
-    for node in reversed(backbone._inbound_nodes):
+    # The backbone's output in this model's graph is the output of its call
+    # here: the latest one, unless it was nested in another graph since.
+    for outputs in reversed(call_outputs(backbone)):
         try:
-            outputs = node.output_tensors
             outputs = outputs[0] if len(outputs) == 1 else outputs
             head = keras.Model(outputs, model.outputs, name=f"{model.name}_head")
             extractor = keras.Model(model.inputs, outputs, name=f"{model.name}_extractor")
@@ -193,54 +206,14 @@ def _split(model, backbone) -> tuple[keras.Model, keras.Model]:
     )
 
 
-def _is_dataset(data) -> bool:
-    return type(data).__name__.endswith("Dataset") or "DatasetV" in type(data).__name__
-
-
 def _check_dataset_is_deterministic(dataset):
-    random_ops = _random_ops(dataset)
-    if random_ops:
+    found = random_ops(dataset)
+    if found:
         raise ValueError(
-            f"The dataset draws random numbers ({sorted(random_ops)}), e.g. random "
+            f"The dataset draws random numbers ({sorted(found)}), e.g. random "
             "augmentation in a `map`: cached features would keep one draw. Cache "
             "the un-augmented dataset, or train without FeatureCache."
         )
-
-
-def _random_ops(dataset) -> set:
-    import tensorflow as tf
-
-    graph = tf.compat.v1.GraphDef()
-    graph.ParseFromString(dataset._as_serialized_graph().numpy())
-    nodes = list(graph.node)
-    for function in graph.library.function:
-        nodes.extend(function.node_def)
-    return {
-        node.op
-        for node in nodes
-        if "Random" in node.op and "Shuffle" not in node.op and node.op != "RandomDataset"
-    }
-
-
-def _batches(x, y, batch_size: int):
-    """(inputs, labels) numpy batches of arrays or of a dataset."""
-    if _is_dataset(x):
-        for batch in x:
-            inputs, labels = batch if isinstance(batch, tuple) else (batch, None)
-            yield _to_numpy(inputs), None if labels is None else _to_numpy(labels)
-        return
-    count = len(keras.tree.flatten(x)[0])
-    for start in range(0, count, batch_size):
-        window = slice(start, start + batch_size)
-        yield _slice(x, window), None if y is None else _slice(y, window)
-
-
-def _slice(structure, window: slice):
-    return keras.tree.map_structure(lambda array: np.asarray(array[window]), structure)
-
-
-def _to_numpy(structure):
-    return keras.tree.map_structure(np.asarray, structure)
 
 
 _NO_EXAMPLES = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_transfer.groups import LayerGroup, layer_groups
+from keras_transfer.groups import LayerGroup, LayerGroupPlan, layer_groups
 
 ENCODER_NAME = "encoder"
 HEAD_NAME = "head"
@@ -72,7 +72,7 @@ def _head_model(inputs, features, num_classes, dropout, seed):
     return keras.Model(inputs, logits, name="classifier")
 
 
-def groups_that_train(model) -> list[LayerGroup]:
+def groups_that_train(model) -> LayerGroupPlan:
     """`kt.layer_groups(model)`, with an unused BERT pooler merged into the head.
 
     The encoder mean-pools the sequence, so the pooler gets no gradient; as a
@@ -85,7 +85,8 @@ def groups_that_train(model) -> list[LayerGroup]:
         return groups
     head = groups[-1]
     merged = LayerGroup(head.name, [layer for g in unused for layer in g.layers] + head.layers)
-    return [group for group in groups[:-1] if group not in unused] + [merged]
+    kept = [group for group in groups[:-1] if group not in unused]
+    return LayerGroupPlan([*kept, merged], model)
 
 
 def spread_schedule(num_groups: int, epochs: int) -> dict:

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_transfer._checks import check_number
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 @dataclass
 class LabelledData:
-    """Inputs, integer labels and the class names they index.
+    """Inputs, integer labels and the class names they index: what `kt.finetune` trains on.
+
+    Build one from arrays you have, or read one with `kt.load_labelled_data`.
 
     Args:
         inputs: an array of strings (text) or of uint8 images of one size, or
@@ -26,6 +30,19 @@ class LabelledData:
         labels: int32 class indices.
         class_names: the names of the classes, sorted.
         kind: `"text"` or `"image"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_transfer as kt
+    >>> data = kt.LabelledData(
+    ...     np.array(["a fine film", "dull"], dtype=object),
+    ...     np.array([1, 0], dtype="int32"),
+    ...     ["negative", "positive"],
+    ...     "text",
+    ... )
+    >>> data.class_names[data.labels[0]]
+    'positive'
     """
 
     inputs: object
@@ -35,7 +52,29 @@ class LabelledData:
 
 
 def load_labelled_data(path: str) -> LabelledData:
-    """A folder of class sub-folders of images, or a CSV file with `text` and `label` columns."""
+    """Reads labelled data for `kt.finetune` from a folder or a CSV file.
+
+    A folder holds one sub-folder of images per class (`cats/1.jpg`,
+    `dogs/7.png`, ...): the images are kept as file paths, the class names are
+    the sub-folders' names, sorted. A `.csv` file has a header row with a
+    `text` and a `label` column: the class names are the labels, sorted.
+
+    Args:
+        path: the folder or the `.csv` file.
+
+    Returns:
+        A `kt.LabelledData`.
+
+    Example:
+
+    >>> import pathlib, tempfile
+    >>> import keras_transfer as kt
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "reviews.csv"
+    >>> _ = path.write_text("text,label\\ngreat,pos\\nawful,neg\\n")
+    >>> data = kt.load_labelled_data(str(path))
+    >>> data.kind, data.class_names, data.labels.tolist()
+    ('text', ['neg', 'pos'], [1, 0])
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Training data {path!r} does not exist.")
     if os.path.isdir(path):
@@ -127,8 +166,15 @@ def _check_classes(class_names, where: str) -> None:
 def split_validation(labels: np.ndarray, fraction: float, seed: int):
     """Stratified train / validation indices: `fraction` of each class (at
     least one example) is held out, when the class has two or more."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"The validation fraction must be in (0, 1), got {fraction}.")
+    check_number(
+        fraction,
+        "validation_fraction",
+        "the share of each class held out for validation",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
     rng = np.random.default_rng(seed)
     train, validation = [], []
     for label in np.unique(labels):

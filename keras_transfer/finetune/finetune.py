@@ -79,8 +79,9 @@ def finetune(
 
     Args:
         backbone: a pretrained backbone, e.g. from `kt.load_backbone`.
-        data: `kt.finetune.LabelledData` (see `load_labelled_data`): text,
-            or images as file paths or a uint8 array.
+        data: a `kt.LabelledData` (also `kt.finetune.LabelledData`): text,
+            or images as file paths or a uint8 array; `kt.load_labelled_data`
+            reads one from a folder of images or a CSV file.
         preprocessor: the backbone's KerasHub preprocessor (needed for text;
             for images, its image converter's resizing and scaling are used).
         export_dir: optional output folder.
@@ -98,7 +99,7 @@ def finetune(
         verbose: 1 shows Keras progress bars, 2 one line an epoch, 0 nothing.
 
     Returns:
-        A `FinetuneResult`.
+        A `kt.FinetuneResult`.
     """
     _check_positive(head_epochs=head_epochs, epochs=epochs, batch_size=batch_size)
     if export_dir is not None:
@@ -115,7 +116,9 @@ def finetune(
     head_history = _train_head(
         model, train_data, validation_data, head_epochs, batch_size, head_learning_rate, verbose
     )
-    head_accuracy = _accuracy(model, validation_data, batch_size)
+    # Keras' validation pass already scored the model (dropout off, argmax
+    # agreement); predicting again would only trace another function.
+    head_accuracy = float(head_history.history["val_accuracy"][-1])
     tune_history, schedule = _fine_tune(
         model, train_data, validation_data, epochs, batch_size, learning_rate, decay, verbose
     )
@@ -123,7 +126,7 @@ def finetune(
         model=model,
         class_names=list(data.class_names),
         head_accuracy=head_accuracy,
-        accuracy=_accuracy(model, validation_data, batch_size),
+        accuracy=float(tune_history.history["val_accuracy"][-1]),
         history=_joined(head_history.history, tune_history.history),
         stages=[(head_epochs + epoch, groups) for epoch, groups in schedule.items()],
         seconds=time.perf_counter() - start,
@@ -238,13 +241,11 @@ def _train_head(model, train_data, validation_data, epochs, batch_size, learning
 
 def _fine_tune(model, train_data, validation_data, epochs, batch_size, lr, decay, verbose):
     model.get_layer(classifier.ENCODER_NAME).trainable = True
-    groups = classifier.groups_that_train(model)
-    optimizer = DiscriminativeLR(
-        keras.optimizers.AdamW(lr, weight_decay=0.01), model, decay=decay, groups=groups
-    )
+    plan = classifier.groups_that_train(model)
+    optimizer = DiscriminativeLR(keras.optimizers.AdamW(lr, weight_decay=0.01), plan, decay=decay)
     _compile(model, optimizer)
-    schedule = classifier.spread_schedule(len(groups), epochs)
-    callback = FreezeSchedule(model, schedule, groups=groups, verbose=int(verbose > 0))
+    schedule = classifier.spread_schedule(len(plan), epochs)
+    callback = FreezeSchedule(plan, schedule, verbose=int(verbose > 0))
     history = model.fit(
         *train_data,
         validation_data=validation_data,
@@ -254,11 +255,6 @@ def _fine_tune(model, train_data, validation_data, epochs, batch_size, lr, decay
         verbose=verbose,
     )
     return history, schedule
-
-
-def _accuracy(model, data, batch_size) -> float:
-    logits = model.predict(data[0], batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == data[1]))
 
 
 def _joined(first: dict, second: dict) -> dict:

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import keras
 
-from keras_transfer.groups.layer_groups import (
-    LayerGroup,
-    _trainable_capable,
-    fixed_layers,
-    layer_groups,
+from keras_transfer._keras_internals.layers import flatten_layers
+from keras_transfer._keras_internals.training import sync_jax_state
+from keras_transfer.freezing.trainable_set import (
+    follow_trainable,
+    optimizer_chain,
+    track_variables,
 )
-from keras_transfer.optimizers.trainable_set import follow_trainable, track_variables
+from keras_transfer.groups import LayerGroup, LayerGroupPlan, layer_groups
+from keras_transfer.groups.layer_group import check_same_groups
+from keras_transfer.groups.layer_variables import fixed_layers, trainable_capable_weights
 
 ALL = "all"
 
 
 def freeze(
-    model: keras.Model,
+    model: keras.Model | LayerGroupPlan,
     trainable_groups: int | str = 1,
     groups=None,
     freeze_batchnorm: bool = True,
-) -> list[LayerGroup]:
+) -> LayerGroupPlan:
     """Freezes a model except for its top `trainable_groups` layer groups.
 
     Works before `compile`, between two `fit` calls and (through
@@ -29,7 +32,7 @@ def freeze(
     so no recompile is needed.
 
     Args:
-        model: a built Keras model.
+        model: a built Keras model, or its `kt.layer_groups` plan.
         trainable_groups: how many groups, counted from the output, are
             trainable; `"all"` unfreezes everything.
         groups: optional explicit grouping, as for `kt.layer_groups`.
@@ -54,12 +57,27 @@ def freeze(
     [False, True]
     """
     resolved = layer_groups(model, groups)
+    model = _model_of(model, resolved)
+    check_optimizer_agrees(model, resolved, "kt.freeze")
     count = resolve_group_count(trainable_groups, len(resolved))
     set_trainable_groups(model, resolved, count, freeze_batchnorm)
     return resolved
 
 
-def unfreeze(model: keras.Model, groups=None, freeze_batchnorm: bool = True) -> list[LayerGroup]:
+def _model_of(model, plan: LayerGroupPlan):
+    if not isinstance(model, LayerGroupPlan):
+        return model
+    if plan.model is None:
+        raise ValueError(
+            "These groups were given by hand, so they name no model to freeze: "
+            "pass the model, with the groups as `groups=`."
+        )
+    return plan.model
+
+
+def unfreeze(
+    model: keras.Model | LayerGroupPlan, groups=None, freeze_batchnorm: bool = True
+) -> LayerGroupPlan:
     """Makes every layer group trainable; see `kt.freeze` for the arguments.
 
     Example:
@@ -96,11 +114,9 @@ def resolve_group_count(trainable_groups: int | str, num_groups: int) -> int:
 def set_trainable_groups(model, groups, count: int, freeze_batchnorm: bool) -> None:
     """Makes the top `count` groups trainable and keeps a compiled model's
     optimizer and train function in step."""
-    sync_jax_state = getattr(model, "jax_state_sync", None)
-    if sync_jax_state is not None:
-        # Write the values a JAX fit holds outside the variables back into
-        # them before the trainable/non-trainable split changes.
-        sync_jax_state()
+    # The trainable/non-trainable split is about to change: a JAX fit's
+    # pending values must be in the variables first.
+    sync_jax_state(model)
     model.trainable = True
     for layer in fixed_layers(model):
         layer.trainable = False
@@ -124,7 +140,7 @@ def _set_group_trainable(group: LayerGroup, trainable: bool, freeze_batchnorm: b
     for layer in group.layers:
         layer.trainable = trainable
         if trainable and freeze_batchnorm:
-            for sublayer in layer._flatten_layers(include_self=True):
+            for sublayer in flatten_layers(layer, include_self=True):
                 if isinstance(sublayer, keras.layers.BatchNormalization):
                     sublayer.trainable = False
 
@@ -133,12 +149,24 @@ def _sync_compiled_model(model) -> None:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return
-    track_variables(optimizer, _all_trainable_capable(model))
+    track_variables(optimizer, trainable_capable_weights(model))
     follow_trainable(optimizer, model.trainable_variables)
     if getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)
 
 
-def _all_trainable_capable(model) -> list:
-    capable = {id(v) for v in _trainable_capable(model)}
-    return [v for v in model.weights if id(v) in capable]
+def check_optimizer_agrees(model, plan: LayerGroupPlan, user: str) -> None:
+    """Raises if the model's built optimizer scales other groups than `plan`.
+
+    An optimizer (or one it wraps) that assigns rates per layer group says
+    which plan it used through a `group_plan` attribute (`DiscriminativeLR`
+    does once built); a freeze stage on other groups would silently pair the
+    wrong rates with the wrong layers.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not optimizer.built:
+        return
+    for member in optimizer_chain(optimizer):
+        other = getattr(member, "group_plan", None)
+        if other is not None:
+            check_same_groups(plan, user, other, type(member).__name__)

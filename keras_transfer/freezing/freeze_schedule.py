@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import keras
 
+from keras_transfer._checks import check_integer
 from keras_transfer.freezing.freeze import (
     ALL,
-    _all_trainable_capable,
+    check_optimizer_agrees,
     resolve_group_count,
     set_trainable_groups,
 )
-from keras_transfer.groups.layer_groups import LayerGroup, count_params, layer_groups
-from keras_transfer.optimizers.trainable_set import track_variables
+from keras_transfer.freezing.trainable_set import track_variables
+from keras_transfer.groups import LayerGroupPlan, layer_groups
+from keras_transfer.groups.layer_groups import groups_config
+from keras_transfer.groups.layer_variables import count_params, trainable_capable_weights
 
 _UNITS = ("epoch", "step")
 
@@ -35,13 +38,18 @@ class FreezeSchedule(keras.callbacks.Callback):
     `History`, the progress bar and TensorBoard).
 
     Args:
-        model: the model being trained. Optional: when omitted, the model that
-            `fit` is called on is used.
+        model: the model being trained, or its `kt.layer_groups` plan (the
+            same plan given to `kt.DiscriminativeLR`, so both use one set of
+            groups). Optional: when omitted, the model that `fit` is called
+            on is used.
         schedule: dict mapping a start epoch (or step) to the number of top
             groups trainable from then on, or `"all"`; it must have an entry
             for 0. Example: `{0: 1, 1: 2, 2: 4, 3: "all"}`.
         unit: `"epoch"` (default) or `"step"` (global training steps).
-        groups: optional explicit grouping, as for `kt.layer_groups`.
+        groups: optional explicit grouping, as for `kt.layer_groups`. If the
+            optimizer is a `kt.DiscriminativeLR`, it must use the same groups
+            (the same plan, or the same `groups=`), or training stops with an
+            error naming both.
         freeze_batchnorm: keep `BatchNormalization` layers in inference mode
             even once their group is unfrozen. Defaults to `True`.
         verbose: 1 (default) announces each stage change; 0 is silent.
@@ -67,7 +75,7 @@ class FreezeSchedule(keras.callbacks.Callback):
 
     def __init__(
         self,
-        model: keras.Model | None = None,
+        model: keras.Model | LayerGroupPlan | None = None,
         schedule: dict | None = None,
         unit: str = "epoch",
         groups=None,
@@ -85,10 +93,12 @@ class FreezeSchedule(keras.callbacks.Callback):
             raise ValueError(f"`unit` must be one of {_UNITS}, got {unit!r}.")
         self.schedule = _validate_schedule(schedule)
         self.unit = unit
+        if isinstance(model, LayerGroupPlan):
+            groups, model = layer_groups(model, groups), _plan_model(model)
         self.groups = groups
         self.freeze_batchnorm = freeze_batchnorm
         self.verbose = verbose
-        self._groups: list[LayerGroup] | None = None
+        self._groups: LayerGroupPlan | None = None
         self._stage_count: int | None = None
         self._epoch = 0
         if model is not None:
@@ -112,8 +122,7 @@ class FreezeSchedule(keras.callbacks.Callback):
                 of the model's groups.
             **kwargs: passed to `FreezeSchedule`.
         """
-        if not isinstance(every_epochs, int) or every_epochs < 1:
-            raise ValueError(f"`every_epochs` must be a positive integer, got {every_epochs!r}.")
+        check_integer(every_epochs, "every_epochs", "epochs or steps per stage", low=1)
         if num_groups is None:
             if model is None:
                 raise ValueError("`FreezeSchedule.gradual` needs `model` or `num_groups`.")
@@ -139,7 +148,8 @@ class FreezeSchedule(keras.callbacks.Callback):
         if optimizer is not None:
             # Slots for every variable that will ever train exist before the
             # first freeze, and before BackupAndRestore restores into them.
-            track_variables(optimizer, _all_trainable_capable(self.model))
+            track_variables(optimizer, trainable_capable_weights(self.model))
+            check_optimizer_agrees(self.model, self._groups, "FreezeSchedule")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -175,7 +185,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         return {
             "schedule": {str(key): value for key, value in self.schedule.items()},
             "unit": self.unit,
-            "groups": _serializable_groups(self.groups),
+            "groups": groups_config(self.groups),
             "freeze_batchnorm": self.freeze_batchnorm,
             "verbose": self.verbose,
         }
@@ -259,10 +269,10 @@ def _require_several_groups(num_groups: int):
         )
 
 
-def _serializable_groups(groups):
-    if groups is None or all(isinstance(group, str) for group in groups):
-        return groups
-    raise ValueError(
-        "Only layer-name regex groups can be serialized; rebuild `LayerGroup` "
-        "objects after loading, or pass regexes as `groups`."
-    )
+def _plan_model(plan: LayerGroupPlan):
+    if plan.model is None:
+        raise ValueError(
+            "These groups were given by hand, so they name no model: pass the "
+            "model, with the groups as `groups=`."
+        )
+    return plan.model

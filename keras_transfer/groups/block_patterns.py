@@ -23,8 +23,10 @@ BLOCK_PATTERNS = (
     re.compile(r"^(conv\d+)_block"),
     # EfficientNet, VGG, Xception, MobileNetV2: `block2a_...` -> `block2`.
     re.compile(r"^(blocks?_?\d+)"),
-    # MobileNetV3: `expanded_conv_4_depthwise` -> `expanded_conv_4`.
-    re.compile(r"^(expanded_conv(?:_\d+)?)_"),
+    # MobileNetV3: `expanded_conv_4_depthwise` -> `expanded_conv_4`; as a
+    # SavedModel scope (`MobilenetV3/expanded_conv_4/expand/...`), the whole
+    # component `expanded_conv_4`.
+    re.compile(r"^(expanded_conv(?:_\d+)?)(?:_|$)"),
     # MobileNet: `conv_dw_3`, `conv_pw_3_bn` -> `conv_block_3`.
     re.compile(r"^conv_(?:dw|pw)_(\d+)"),
 )
@@ -38,6 +40,8 @@ def block_of(name: str) -> str | None:
     >>> from keras_transfer.groups.block_patterns import block_of
     >>> block_of("conv3_block2_1_conv"), block_of("conv_pw_3_bn"), block_of("dense")
     ('conv3', 'conv_block_3', None)
+    >>> block_of("expanded_conv_4")  # A SavedModel scope component.
+    'expanded_conv_4'
     """
     for pattern in BLOCK_PATTERNS:
         match = pattern.search(name)

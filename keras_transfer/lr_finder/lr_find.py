@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import numbers
 import warnings
 
 import keras
 import numpy as np
 
+from keras_transfer._checks import check_integer, check_number
+from keras_transfer._keras_internals.optimizers import (
+    configured_learning_rate,
+    set_configured_learning_rate,
+)
 from keras_transfer.lr_finder import _suggestions
 
 
@@ -50,13 +54,8 @@ class LRFinderResult:
         Returns:
             The matplotlib `Axes`.
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError(
-                "`LRFinderResult.plot` needs matplotlib: `pip install matplotlib` "
-                "(or `pip install keras-transfer[notebooks]`)."
-            ) from None
+        import matplotlib.pyplot as plt  # slow to import: only when plotting
+
         if ax is None:
             _, ax = plt.subplots()
         ax.plot(self.learning_rates, self.losses)
@@ -221,7 +220,7 @@ class _RangeTest(keras.callbacks.Callback):
 @contextlib.contextmanager
 def _settable_rate(model, owner):
     """Puts a variable in place of the optimizer's schedule, for the test."""
-    schedule = owner._learning_rate
+    schedule = configured_learning_rate(owner)
     if isinstance(schedule, keras.Variable):
         yield
         return
@@ -231,13 +230,12 @@ def _settable_rate(model, owner):
     # step reads it from the optimizer's state. The new state layout also makes
     # JAX trace the step afresh (TF gets a new train function); both find their
     # old ones again afterwards.
-    owner._learning_rate = rate
+    set_configured_learning_rate(owner, rate)
     model.train_function = None
     try:
         yield
     finally:
-        owner._untrack_variable(rate)
-        owner._learning_rate = schedule
+        set_configured_learning_rate(owner, schedule)
         model.train_function = saved_train_function
 
 
@@ -297,23 +295,22 @@ def _check_model(model):
 
 
 def _check_arguments(start_lr, end_lr, num_steps, beta, divergence_factor, method):
-    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-            raise ValueError(f"`{name}` must be a number > 0, got {value!r}.")
+    check_number(start_lr, "start_lr", "the first rate of the sweep", low=0, low_open=True)
+    check_number(end_lr, "end_lr", "the last rate of the sweep", low=0, low_open=True)
     if not end_lr > start_lr:
         raise ValueError(f"`end_lr` ({end_lr}) must be larger than `start_lr` ({start_lr}).")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 2:
-        raise ValueError(f"`num_steps` must be an integer >= 2, got {num_steps!r}.")
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
-        raise ValueError(f"`beta` must be in [0, 1) (fastai uses 0.98), got {beta!r}.")
-    if divergence_factor is not None and (
-        isinstance(divergence_factor, bool)
-        or not isinstance(divergence_factor, numbers.Real)
-        or not divergence_factor > 1
-    ):
-        raise ValueError(
-            "`divergence_factor` must be a number > 1 (fastai stops at 4x the best loss) "
-            f"or None, got {divergence_factor!r}."
+    check_integer(num_steps, "num_steps", "the number of batches of the sweep", low=2)
+    check_number(
+        beta, "beta", "the smoothing of the loss; fastai uses 0.98", low=0, high=1, high_open=True
+    )
+    if divergence_factor is not None:
+        check_number(
+            divergence_factor,
+            "divergence_factor",
+            "the test stops once the loss exceeds this multiple of the best; "
+            "fastai uses 4, and None never stops early",
+            low=1,
+            low_open=True,
         )
     if method not in _suggestions.METHODS:
         raise ValueError(f"`suggest` must be one of {_suggestions.METHODS}, got {method!r}.")

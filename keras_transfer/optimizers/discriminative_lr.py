@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 import weakref
 
 import keras
 
-from keras_transfer.groups.layer_groups import layer_groups
+from keras_transfer._checks import is_finite_number
+from keras_transfer._keras_internals.optimizers import (
+    GroupedUpdateOptimizer,
+    configured_learning_rate,
+    distribution_strategy,
+    variable_key,
+)
+from keras_transfer.groups import LayerGroupPlan, layer_groups
+from keras_transfer.groups.layer_groups import groups_config
 
 ULMFIT_DECAY = 2.6
 
@@ -31,7 +37,7 @@ _TAKEN_OVER = {
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
-class DiscriminativeLR(keras.optimizers.Optimizer):
+class DiscriminativeLR(GroupedUpdateOptimizer):
     """Gives each layer group its own learning rate, on one optimizer.
 
     The top (output) group trains at the optimizer's learning rate; each group
@@ -57,7 +63,9 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
 
     Args:
         optimizer: the Keras optimizer to wrap (unbuilt), or its name.
-        model: the model whose layer groups set the multipliers. Optional once
+        model: the model whose layer groups set the multipliers, or its
+            `kt.layer_groups` plan (give the same plan to `kt.FreezeSchedule`
+            so both use one set of groups). Optional once
             the multipliers are resolved (a model loaded from a `.keras` file
             carries them in `variable_multipliers`).
         decay: the factor between neighbouring groups; defaults to 2.6
@@ -65,6 +73,9 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         multipliers: optional dict of learning-rate multipliers keyed by group
             index (negative counts from the top) or by a regex searched in each
             variable's path (e.g. `"dense"`); unmatched variables get 1.0.
+            A variable that a regex matches takes that regex's multiplier
+            (the first matching regex in the dict's order), even when an
+            index also names its group.
         groups: optional explicit grouping, as for `kt.layer_groups`.
         variable_multipliers: resolved multipliers by variable path; written by
             `get_config`, rarely given by hand.
@@ -90,13 +101,10 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
     0.1
     """
 
-    # The weight decay of the group being decayed is `weight_decay` times this.
-    _decay_multiplier = 1.0
-
     def __init__(
         self,
         optimizer,
-        model: keras.Model | None = None,
+        model: keras.Model | LayerGroupPlan | None = None,
         decay: float | None = None,
         multipliers: dict | None = None,
         groups=None,
@@ -113,14 +121,13 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         self.inner_optimizer = optimizer
         self.decay = _validate_decay(decay, multipliers)
         self.multipliers = _validate_multipliers(multipliers)
+        if isinstance(model, LayerGroupPlan):
+            groups, model = layer_groups(model, groups), model.model
         self.groups = groups
+        self._group_plan = None
         self.variable_multipliers = dict(variable_multipliers) if variable_multipliers else None
         self._model_ref = weakref.ref(model) if model is not None else None
         self._multiplier_by_key: dict = {}
-
-    @property
-    def variables(self):
-        return self._variables + self.inner_optimizer.variables
 
     def build(self, var_list):
         if self.built:
@@ -136,7 +143,14 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
         super().build(var_list)
         multipliers = self._resolve_multipliers(var_list)
         self.variable_multipliers = {v.path: m for v, m in zip(var_list, multipliers)}
-        self._multiplier_by_key = {self._var_key(v): m for v, m in zip(var_list, multipliers)}
+        self._multiplier_by_key = {variable_key(self, v): m for v, m in zip(var_list, multipliers)}
+
+    @property
+    def group_plan(self) -> LayerGroupPlan | None:
+        """The layer groups the multipliers follow, once built (`None` when
+        they do not depend on groups: regex multipliers only, or multipliers
+        restored from a saved model)."""
+        return self._group_plan
 
     def multiplier_for(self, variable) -> float:
         """The learning-rate multiplier of one model variable."""
@@ -145,72 +159,20 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
                 "The optimizer is not built yet; multipliers are resolved when "
                 "it is (at the first `fit` step or by `optimizer.build(...)`)."
             )
-        return self._multiplier_by_key[self._var_key(variable)]
-
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        for multiplier, (group_grads, group_variables) in self._by_multiplier(
-            trainable_variables, grads
-        ).items():
-            rate = learning_rate if multiplier == 1.0 else learning_rate * multiplier
-            self.inner_optimizer._backend_update_step(group_grads, group_variables, rate)
-        # The wrapped update rule reads its own step count (Adam's bias
-        # correction), so it counts the updates it makes. (Assigning ours to
-        # it instead would hand JAX one buffer for two donated variables.)
-        self.inner_optimizer._iterations.assign_add(1)
-
-    @property
-    def weight_decay(self):
-        if self._weight_decay is None:
-            return None
-        return self._weight_decay * self._decay_multiplier
-
-    @weight_decay.setter
-    def weight_decay(self, value):
-        self._weight_decay = value
-
-    def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
-            return
-        try:
-            for multiplier, (_, group_variables) in self._by_multiplier(variables).items():
-                # The backend's own decay path (distribution-aware on TF, fused
-                # on torch) reads `weight_decay` when traced. Only the group's
-                # multiplier changes, never the configured decay: under
-                # `MirroredStrategy` every replica runs this loop in its own
-                # thread, in lockstep, and TF reads `weight_decay` in a merge
-                # call once all of them have set the same multiplier.
-                self._decay_multiplier = multiplier
-                super()._apply_weight_decay(group_variables)
-        finally:
-            self._decay_multiplier = 1.0
-
-    def _use_weight_decay(self, variable):
-        # Exclusions may be set on either optimizer (BERT recipes set them on
-        # the one they then wrap): both must agree to decay a variable.
-        return super()._use_weight_decay(variable) and self.inner_optimizer._use_weight_decay(
-            variable
-        )
-
-    def _by_multiplier(self, variables, grads=None) -> dict:
-        grads = grads if grads is not None else [None] * len(variables)
-        buckets: dict = {}
-        for grad, variable in zip(grads, variables):
-            multiplier = self._multiplier_by_key[self._var_key(variable)]
-            bucket = buckets.setdefault(multiplier, ([], []))
-            bucket[0].append(grad)
-            bucket[1].append(variable)
-        return buckets
+        return self._multiplier_by_key[variable_key(self, variable)]
 
     def _resolve_multipliers(self, var_list) -> list[float]:
         if self.variable_multipliers is not None and self._model_ref is None:
             return [float(self.variable_multipliers.get(v.path, 1.0)) for v in var_list]
         model = self._model_ref() if self._model_ref is not None else None
-        if model is None:
+        if model is None and not isinstance(self.groups, LayerGroupPlan):
             raise ValueError(
                 "DiscriminativeLR needs the model to find its layer groups: pass "
                 "`kt.DiscriminativeLR(optimizer, model)`."
             )
-        groups = layer_groups(model, self.groups)
+        groups = layer_groups(model, self.groups) if model is not None else self.groups
+        if self.multipliers is None or any(isinstance(key, int) for key in self.multipliers):
+            self._group_plan = groups
         group_of = {id(v): index for index, group in enumerate(groups) for v in group.variables}
         if self.multipliers is None:
             top = len(groups) - 1
@@ -229,7 +191,7 @@ class DiscriminativeLR(keras.optimizers.Optimizer):
                     if self.multipliers is not None
                     else None
                 ),
-                "groups": self.groups,
+                "groups": groups_config(self.groups),
                 "variable_multipliers": self.variable_multipliers,
             }
         )
@@ -285,8 +247,8 @@ def _resolve_optimizer(optimizer):
 def _check_same_strategy(optimizer, wrapper) -> None:
     # On TensorFlow an optimizer keeps the tf.distribute strategy it was made
     # under and creates its slots there: both must be made under the same one.
-    inner_strategy = getattr(optimizer, "_distribution_strategy", None)
-    if inner_strategy is not None and inner_strategy is not wrapper._distribution_strategy:
+    inner_strategy = distribution_strategy(optimizer)
+    if inner_strategy is not None and inner_strategy is not distribution_strategy(wrapper):
         raise ValueError(
             f"Optimizer '{optimizer.name}' was created under another tf.distribute "
             "strategy scope than DiscriminativeLR. Create both inside the same "
@@ -300,7 +262,7 @@ def _take_over_settings(optimizer, overrides: dict) -> dict:
     if unknown:
         raise TypeError(f"Unknown arguments to DiscriminativeLR: {sorted(unknown)}.")
     settings = {setting: getattr(optimizer, setting) for setting in _TAKEN_OVER}
-    learning_rate = optimizer._learning_rate
+    learning_rate = configured_learning_rate(optimizer)
     if isinstance(learning_rate, keras.Variable):
         learning_rate = float(keras.ops.convert_to_numpy(learning_rate))
     settings["learning_rate"] = learning_rate
@@ -314,16 +276,12 @@ def _validate_decay(decay, multipliers) -> float | None:
     if multipliers is not None:
         return None
     decay = ULMFIT_DECAY if decay is None else decay
-    if not _is_finite_number(decay) or decay <= 0:
+    if not is_finite_number(decay) or decay <= 0:
         raise ValueError(
             f"`decay` must be a number > 0 (each group trains at the rate of the "
             f"group above divided by it; ULMFiT uses 2.6), got {decay!r}."
         )
     return float(decay)
-
-
-def _is_finite_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def _validate_multipliers(multipliers) -> dict | None:
@@ -337,7 +295,7 @@ def _validate_multipliers(multipliers) -> dict | None:
     for key, value in multipliers.items():
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise TypeError(f"Multiplier key {key!r} is neither a group index nor a regex.")
-        if not _is_finite_number(value) or value < 0:
+        if not is_finite_number(value) or value < 0:
             raise ValueError(f"Multiplier for {key!r} must be a finite number >= 0, got {value!r}.")
         if isinstance(key, str):
             try:

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from keras_transfer.schedules._checks import open_fraction, positive_number, step_count
+from keras_transfer._checks import check_integer, check_number
 
 _STRATEGIES = ("cos", "linear")
 
@@ -36,7 +36,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     layer group then follows the same cycle scaled by its multiplier.
 
     Args:
-        max_lr: the peak learning rate. Must be > 0.
+        max_lr: the peak learning rate. Must be finite and > 0.
         total_steps: the number of optimizer steps the cycle spans, e.g.
             `epochs * steps_per_epoch`. Must be a positive integer.
         pct_start: the fraction of `total_steps` spent warming up. Defaults to
@@ -68,18 +68,35 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         name: str = "OneCycle",
     ):
         super().__init__()
-        self.max_lr = positive_number(max_lr, "max_lr", "the peak learning rate")
-        self.total_steps = step_count(total_steps)
-        self.pct_start = open_fraction(
-            pct_start, "pct_start", "the share of `total_steps` spent warming up, e.g. 0.25"
+        self.max_lr = check_number(max_lr, "max_lr", "the peak learning rate", low=0, low_open=True)
+        self.total_steps = check_integer(
+            total_steps,
+            "total_steps",
+            "the number of optimizer steps the schedule spans, e.g. `epochs * steps_per_epoch`",
+            low=1,
         )
-        self.div_factor = positive_number(
-            div_factor, "div_factor", "the cycle starts at `max_lr / div_factor`"
+        self.pct_start = check_number(
+            pct_start,
+            "pct_start",
+            "the share of `total_steps` spent warming up, e.g. 0.25",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
         )
-        self.final_div_factor = positive_number(
+        self.div_factor = check_number(
+            div_factor,
+            "div_factor",
+            "the cycle starts at `max_lr / div_factor`",
+            low=0,
+            low_open=True,
+        )
+        self.final_div_factor = check_number(
             final_div_factor,
             "final_div_factor",
             "the cycle ends at `max_lr / (div_factor * final_div_factor)`",
+            low=0,
+            low_open=True,
         )
         if anneal_strategy not in _STRATEGIES:
             raise ValueError(

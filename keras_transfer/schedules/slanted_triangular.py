@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from keras_transfer.schedules._checks import open_fraction, positive_number, step_count
+from keras_transfer._checks import check_integer, check_number
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -35,14 +34,14 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
     optimizer in `.keras` files, and composes with `kt.DiscriminativeLR`.
 
     Args:
-        max_lr: the peak learning rate (ULMFiT uses 0.01). Must be > 0.
+        max_lr: the peak learning rate (ULMFiT uses 0.01). Must be finite and > 0.
         total_steps: the number of optimizer steps, e.g.
             `epochs * steps_per_epoch`. Must be a positive integer.
         cut_frac: the fraction of the steps spent increasing the rate.
             Defaults to 0.1. Must be in (0, 1), with
             `total_steps * cut_frac >= 1`.
         ratio: how much smaller the lowest rate is than `max_lr`. Defaults to
-            32. Must be >= 1.
+            32. Must be finite and >= 1.
         name: the name scope of the computation. Defaults to
             `"SlantedTriangular"`.
 
@@ -65,17 +64,27 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
         name: str = "SlantedTriangular",
     ):
         super().__init__()
-        self.max_lr = positive_number(max_lr, "max_lr", "the peak learning rate")
-        self.total_steps = step_count(total_steps)
-        self.cut_frac = open_fraction(
-            cut_frac, "cut_frac", "the share of the steps spent increasing the rate, e.g. 0.1"
+        self.max_lr = check_number(
+            max_lr, "max_lr", "the peak learning rate; ULMFiT uses 0.01", low=0, low_open=True
         )
-        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not ratio >= 1:
-            raise ValueError(
-                "`ratio` must be a number >= 1 (the lowest rate is `max_lr / ratio`; "
-                f"ULMFiT uses 32), got {ratio!r}."
-            )
-        self.ratio = float(ratio)
+        self.total_steps = check_integer(
+            total_steps,
+            "total_steps",
+            "the number of optimizer steps the schedule spans, e.g. `epochs * steps_per_epoch`",
+            low=1,
+        )
+        self.cut_frac = check_number(
+            cut_frac,
+            "cut_frac",
+            "the share of the steps spent increasing the rate, e.g. 0.1",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+        )
+        self.ratio = check_number(
+            ratio, "ratio", "the lowest rate is `max_lr / ratio`; ULMFiT uses 32", low=1
+        )
         if math.floor(self.total_steps * self.cut_frac) < 1:
             raise ValueError(
                 f"`total_steps * cut_frac` must be at least 1 so that the rate has a "

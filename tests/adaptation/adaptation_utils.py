@@ -41,13 +41,15 @@ def task_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def adaptation_model(loss=None, adaptation_weight=1.0, with_domain_head=True, seed=0, lr=0.1):
+def adaptation_model(
+    adaptation_loss=None, adaptation_weight=1.0, with_domain_head=True, seed=0, lr=0.1
+):
     features, task, domain = layers(seed)
     model = DomainAdaptationModel(
         features,
         task,
         domain if with_domain_head else None,
-        loss=loss,
+        adaptation_loss=adaptation_loss,
         adaptation_weight=adaptation_weight,
     )
     model.compile(optimizer=keras.optimizers.SGD(lr), loss=task_loss())

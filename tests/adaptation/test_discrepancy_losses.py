@@ -120,10 +120,12 @@ def test_coral_of_a_one_row_batch_is_zero_with_a_warning():
     assert np.isfinite(as_float(MMDLoss()(source, source[:1])))
 
 
-@pytest.mark.parametrize("bad", [[], [0.0], [-1.0], ["a"], [True]])
+@pytest.mark.parametrize("bad", [[], [0.0], [-1.0], ["a"], [True], [float("inf")], [float("nan")]])
 def test_bad_bandwidths_are_refused(bad):
-    with pytest.raises(ValueError, match="numbers > 0"):
+    with pytest.raises(ValueError, match="finite numbers > 0"):
         MMDLoss(bandwidths=bad)
+    with pytest.raises(ValueError, match="`bandwidth_multipliers` must be .* finite numbers > 0"):
+        MMDLoss(bandwidth_multipliers=bad)
 
 
 def test_configs_round_trip():
@@ -151,7 +153,7 @@ def test_a_one_row_batch_inside_a_training_step_gives_a_finite_loss(loss):
     model = kt.DomainAdaptationModel(
         feature_extractor=keras.Sequential([keras.layers.Dense(4)]),
         task_head=keras.layers.Dense(2),
-        loss=loss,
+        adaptation_loss=loss,
     )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)

@@ -222,6 +222,8 @@ def test_save_and_load_round_trip(tmp_path):
         assert isinstance(loaded, DomainAdaptationModel)
         assert loaded.adaptation_loss.get_config() == loss.get_config()
         assert loaded.adaptation_weight == 0.3
+        assert {"adaptation_loss", "adaptation_weight"} <= set(model.get_config())
+        assert "loss" not in model.get_config()
         assert float(ops.convert_to_numpy(loaded.adaptation_scale)) == 0.25
         np.testing.assert_allclose(
             loaded.predict(x_target, verbose=0), model.predict(x_target, verbose=0), rtol=1e-6
@@ -235,11 +237,15 @@ def test_save_and_load_round_trip(tmp_path):
 def test_bad_arguments_are_refused():
     features, task, domain = layers()
     with pytest.raises(ValueError, match="no domain head"):
-        DomainAdaptationModel(features, task, domain, loss=CoralLoss())
-    with pytest.raises(ValueError, match="adaptation_weight"):
+        DomainAdaptationModel(features, task, domain, adaptation_loss=CoralLoss())
+    with pytest.raises(ValueError, match="`adaptation_weight` must be a finite number >= 0"):
         DomainAdaptationModel(features, task, adaptation_weight=-1.0)
-    with pytest.raises(TypeError, match="domain loss object"):
-        DomainAdaptationModel(features, task, loss="coral")
+    with pytest.raises(ValueError, match="`adaptation_weight` must be a finite number"):
+        DomainAdaptationModel(features, task, adaptation_weight=float("inf"))
+    with pytest.raises(TypeError, match="`adaptation_loss` must be a domain loss object"):
+        DomainAdaptationModel(features, task, adaptation_loss="coral")
+    with pytest.raises(ValueError, match="Unrecognized keyword arguments.*'loss'"):
+        DomainAdaptationModel(features, task, loss=CoralLoss())
     with pytest.raises(TypeError, match="task_head"):
         DomainAdaptationModel(features, np.ones(3))
 
@@ -293,6 +299,51 @@ def test_export_serves_the_task_model(tmp_path):
     reloaded = tf.saved_model.load(path)
     served = reloaded.serve(tf.constant(x_target))
     np.testing.assert_allclose(served.numpy(), model.predict(x_target, verbose=0), rtol=1e-5)
+    serving = model.serving_model()
+    assert len(reloaded.variables) == len(serving.variables)  # no domain head
+
+
+def test_serving_model_shares_the_trained_layers_and_leaves_the_domain_head_out():
+    x_source, y_source, x_target = domain_data()
+    model = adaptation_model()
+    with pytest.raises(ValueError, match="not built"):
+        model.serving_model()
+    one_step(model, x_source, y_source, x_target)
+    serving = model.serving_model()
+    assert isinstance(serving, keras.Model) and serving.input_shape == (None, 3)
+    layers_ = {id(layer) for layer in serving.layers}
+    assert {id(model.feature_extractor), id(model.task_head)} <= layers_
+    assert id(model.domain_head) not in layers_
+    np.testing.assert_allclose(
+        serving.predict(x_target, verbose=0), model.predict(x_target, verbose=0), rtol=1e-6
+    )
+    one_step(model, x_source, y_source, x_target)  # trains the shared layers in place
+    np.testing.assert_allclose(
+        serving.predict(x_target, verbose=0), model.predict(x_target, verbose=0), rtol=1e-6
+    )
+
+
+def test_the_serving_model_keeps_integer_inputs():
+    extractor = keras.Sequential(
+        [keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 3), keras.layers.Flatten()]
+    )
+    serving = DomainAdaptationModel(extractor, keras.layers.Dense(2)).serving_model()
+    assert serving.inputs[0].dtype == "int32" and serving.input_shape == (None, 5)
+
+
+def test_from_config_takes_custom_objects():
+    class Halving(keras.layers.Layer):  # Unregistered, and not importable by name.
+        def call(self, inputs):
+            return inputs / 2
+
+    features, _, domain = layers()
+    model = DomainAdaptationModel(features, Halving(name="halving"), domain)
+    config = model.get_config()
+    with pytest.raises(TypeError, match="Halving"):
+        DomainAdaptationModel.from_config(config)
+    rebuilt = DomainAdaptationModel.from_config(config, custom_objects={"Halving": Halving})
+    assert isinstance(rebuilt.task_head, Halving)
+    assert config == model.get_config()  # Left alone.
 
 
 def test_built_at_construction_when_the_extractor_has_an_input():
@@ -316,7 +367,7 @@ def test_an_all_one_class_batch_trains_with_finite_losses(loss):
     x_source, _, x_target = domain_data()
     one_class = np.ones(len(x_source), "int32")
     discrepancy = isinstance(loss, (CoralLoss, MMDLoss))
-    model = adaptation_model(loss=loss, with_domain_head=not discrepancy)
+    model = adaptation_model(adaptation_loss=loss, with_domain_head=not discrepancy)
     n = min(len(x_source), len(x_target))
     history = model.fit(
         pair_inputs(x_source[:n], x_target[:n]), one_class[:n], batch_size=n, verbose=0

@@ -93,12 +93,14 @@ def test_scale_set_inside_one_fit_is_the_scale_trained_with():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ramp"):
         DomainAdaptationSchedule("cosine")
-    with pytest.raises(ValueError, match="gamma"):
-        DomainAdaptationSchedule(gamma=0)
+    for gamma in (0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="`gamma` must be a finite number > 0"):
+            DomainAdaptationSchedule(gamma=gamma)
     with pytest.raises(ValueError, match="unit"):
         DomainAdaptationSchedule(unit="batch")
-    with pytest.raises(ValueError, match=">= 0"):
-        DomainAdaptationSchedule(lambda p: -1.0).scale_at(0.5)
+    for scale in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="must give a finite number >= 0"):
+            DomainAdaptationSchedule(lambda p, scale=scale: scale).scale_at(0.5)
 
 
 def test_refuses_a_model_without_adaptation():

@@ -96,8 +96,12 @@ def test_bad_arguments_are_refused():
         domain_pairs(x_source, x_target)
     with pytest.raises(ValueError, match="labels"):
         domain_pairs((x_source, y_source[:3]), x_target)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
         domain_pairs((x_source, y_source), x_target, batch_size=0)
+    with pytest.raises(ValueError, match="`target_batch_size` must be an integer >= 1"):
+        domain_pairs((x_source, y_source), x_target, target_batch_size=2.0)
+    with pytest.raises(ValueError, match="`shuffle_buffer` must be an integer >= 1"):
+        domain_pairs((x_source, y_source), x_target, shuffle_buffer=0)
     with pytest.raises(ValueError, match="infinite"):
         source = tf.data.Dataset.from_tensor_slices((x_source, y_source)).repeat()
         domain_pairs(source, x_target)

@@ -27,9 +27,9 @@ class WithSquares(keras.layers.Layer):
         return keras.ops.concatenate([inputs, keras.ops.square(inputs)], axis=-1)
 
 
-def test_loss_is_alpha_weighted_kd_plus_hard_label_loss():
+def test_loss_is_the_weighted_sum_of_kd_and_hard_label_loss():
     teacher, student = frozen_teacher(), classifier(4, "student")
-    model = DistillationModel(teacher, student, temperature=2.0, alpha=0.3)
+    model = DistillationModel(teacher, student, temperature=2.0, distillation_weight=0.3)
     model.compile("sgd", sparse_cce())
     x, y = data(8)
     loss = numpy_of(model.compute_loss(x, y, model(x), training=False))
@@ -44,9 +44,9 @@ def test_loss_is_alpha_weighted_kd_plus_hard_label_loss():
 
 
 def test_one_fit_step_follows_the_numpy_gradient_of_the_kd_loss():
-    # Linear student, alpha=1: d(T^2 KL)/d logits = T (q - p) / batch.
+    # Linear student, distillation_weight=1: d(T^2 KL)/d logits = T (q - p) / batch.
     teacher, student = frozen_teacher(), linear_classifier()
-    model = DistillationModel(teacher, student, temperature=3.0, alpha=1.0)
+    model = DistillationModel(teacher, student, temperature=3.0, distillation_weight=1.0)
     model.compile(keras.optimizers.SGD(0.5), sparse_cce())
     x, y = data(16)
     kernel, bias = (numpy_of(w) for w in student.weights)
@@ -58,14 +58,14 @@ def test_one_fit_step_follows_the_numpy_gradient_of_the_kd_loss():
     np.testing.assert_allclose(numpy_of(student.weights[1]), bias - 0.5 * grad_logits.sum(0), 1e-4)
 
 
-def test_alpha_zero_trains_the_student_exactly_like_plain_fit():
+def test_distillation_weight_zero_trains_the_student_exactly_like_plain_fit():
     teacher, student = frozen_teacher(), classifier(4, "student")
     reference = classifier(4, "reference")
     reference.set_weights(student.get_weights())
     x, y = data()
     reference.compile(keras.optimizers.SGD(0.1), sparse_cce())
     reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-    model = DistillationModel(teacher, student, alpha=0.0)
+    model = DistillationModel(teacher, student, distillation_weight=0.0)
     model.compile(keras.optimizers.SGD(0.1), sparse_cce())
     history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     for got, expected in zip(student.get_weights(), reference.get_weights()):
@@ -75,7 +75,7 @@ def test_alpha_zero_trains_the_student_exactly_like_plain_fit():
 
 def test_fit_without_labels_is_pure_distillation():
     teacher, student = frozen_teacher(), classifier(4, "student")
-    model = DistillationModel(teacher, student, alpha=0.2)
+    model = DistillationModel(teacher, student, distillation_weight=0.2)
     model.compile("adam", sparse_cce(), metrics=["accuracy"])
     x, _ = data()
     history = model.fit(x, epochs=2, batch_size=16, verbose=0).history
@@ -127,12 +127,17 @@ def test_freeze_schedule_unfreezes_the_student_only():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"temperature": 0}, ValueError, "temperature` must be > 0"),
-        ({"temperature": -2.0}, ValueError, "temperature` must be > 0"),
-        ({"alpha": 1.5}, ValueError, r"alpha` must be in \[0, 1\]"),
-        ({"alpha": -0.1}, ValueError, r"alpha` must be in \[0, 1\]"),
-        ({"alpha": "0.5"}, TypeError, "alpha` must be a number"),
-        ({"feature_weight": -1}, ValueError, "feature_weight` must be >= 0"),
+        ({"temperature": 0}, ValueError, "temperature` must be a finite number > 0"),
+        ({"temperature": -2.0}, ValueError, "temperature` must be a finite number > 0"),
+        ({"temperature": float("inf")}, ValueError, "temperature` must be a finite number"),
+        ({"temperature": True}, TypeError, "temperature` must be a finite number"),
+        ({"distillation_weight": 1.5}, ValueError, r"distillation_weight` must be .* in \[0, 1\]"),
+        ({"distillation_weight": -0.1}, ValueError, r"\(the weight of the distillation term"),
+        ({"distillation_weight": float("nan")}, ValueError, "distillation_weight` must be"),
+        ({"distillation_weight": "0.5"}, TypeError, "distillation_weight` must be a finite"),
+        ({"feature_weight": -1}, ValueError, "feature_weight` must be a finite number >= 0"),
+        ({"feature_weight": float("inf")}, ValueError, "feature_weight` must be a finite"),
+        ({"alpha": 0.5}, ValueError, "Unrecognized keyword arguments.*alpha"),
         ({"teacher_inputs": 3}, TypeError, "teacher_inputs` must be None"),
         ({"student": classifier(4, "s", classes=5)}, ValueError, "outputs 3 classes.*5"),
         ({"student": "student"}, TypeError, "student must be a `keras.Model`"),
@@ -146,7 +151,9 @@ def test_bad_arguments_are_refused(kwargs, error, message):
 
 def test_teacher_takes_its_own_preprocessing_of_the_batch(tmp_path):
     teacher, student = frozen_teacher(input_dim=12), classifier(4, "student")
-    model = DistillationModel(teacher, student, alpha=1.0, teacher_inputs=WithSquares())
+    model = DistillationModel(
+        teacher, student, distillation_weight=1.0, teacher_inputs=WithSquares()
+    )
     model.compile("sgd", sparse_cce())
     x, y = data(8)
     loss = numpy_of(model.compute_loss(x, y, model(x), training=False))
@@ -187,9 +194,11 @@ def test_teacher_and_student_read_different_keys_of_the_batch():
         model.compute_loss(x, y, model(x))
 
 
-def test_save_and_load_round_trip_and_student_export(tmp_path):
+def test_save_and_load_round_trip_and_the_student_saved_alone(tmp_path):
     teacher, student = frozen_teacher(), classifier(4, "student")
-    model = DistillationModel(teacher, student, temperature=5.0, alpha=0.8, from_logits=True)
+    model = DistillationModel(
+        teacher, student, temperature=5.0, distillation_weight=0.8, from_logits=True
+    )
     model.compile("adam", sparse_cce(), metrics=["accuracy"])
     x, y = data()
     model.fit(x, y, epochs=1, verbose=0)
@@ -197,13 +206,15 @@ def test_save_and_load_round_trip_and_student_export(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # A loaded teacher is frozen already.
         loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
-    assert (loaded.temperature, loaded.alpha) == (5.0, 0.8)
+    assert (loaded.temperature, loaded.distillation_weight) == (5.0, 0.8)
+    assert model.get_config()["distillation_weight"] == 0.8 and "alpha" not in model.get_config()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), 1e-6)
     np.testing.assert_allclose(
         loaded.teacher.predict(x, verbose=0), teacher.predict(x, verbose=0), 1e-6
     )
     loaded.fit(x, y, epochs=1, verbose=0)  # Compiled again from the saved settings.
-    assert model.export_student(tmp_path / "student.keras") is student
+    assert model.serving_model() is student
+    model.serving_model().save(tmp_path / "student.keras")
     alone = keras.models.load_model(tmp_path / "student.keras")
     assert len(alone.weights) == len(student.weights)
     np.testing.assert_allclose(alone.predict(x, verbose=0), model.predict(x, verbose=0), 1e-6)
@@ -220,6 +231,24 @@ def test_export_serves_the_student_alone(tmp_path):
     x, _ = data(4)
     np.testing.assert_allclose(served.serve(x).numpy(), student.predict(x, verbose=0), 1e-6)
     assert len(served.variables) == len(student.variables)
+
+
+def test_from_config_takes_custom_objects():
+    class Doubling(keras.layers.Layer):  # Unregistered, and not importable by name.
+        def call(self, inputs):
+            return inputs * 2
+
+    student = classifier(4, "student")
+    model = DistillationModel(
+        frozen_teacher(), student, distillation_weight=0.4, teacher_inputs=Doubling()
+    )
+    config = model.get_config()
+    with pytest.raises(TypeError, match="Doubling"):
+        DistillationModel.from_config(config)
+    rebuilt = DistillationModel.from_config(config, custom_objects={"Doubling": Doubling})
+    assert isinstance(rebuilt.teacher_inputs, Doubling)
+    assert rebuilt.distillation_weight == 0.4
+    assert config == model.get_config()  # Left alone.
 
 
 def test_a_teacher_inputs_layer_is_frozen_with_the_teacher():

@@ -27,7 +27,7 @@ def featured(student_width=4, **kwargs):
 
 
 def test_loss_adds_the_weighted_mse_to_the_projected_teacher_features():
-    model = featured(temperature=2.0, alpha=0.4, feature_weight=0.3)
+    model = featured(temperature=2.0, distillation_weight=0.4, feature_weight=0.3)
     x, y = data(8)
     loss = numpy_of(model.compute_loss(x, y, model(x), training=False))
     teacher, student = model.teacher, model.student

@@ -84,12 +84,12 @@ def test_sample_weights_weigh_samples():
 
 
 def test_bad_input_is_refused():
-    with pytest.raises(ValueError, match="temperature` must be > 0"):
-        KnowledgeDistillationLoss(temperature=0.0)
-    with pytest.raises(ValueError, match="temperature` must be > 0"):
-        KnowledgeDistillationLoss(temperature=-1)
-    with pytest.raises(TypeError, match="temperature` must be a number"):
-        KnowledgeDistillationLoss(temperature="3")
+    for bad in (0.0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature` must be a finite number > 0"):
+            KnowledgeDistillationLoss(temperature=bad)
+    for bad in ("3", None, True):
+        with pytest.raises(TypeError, match="temperature` must be a finite number > 0"):
+            KnowledgeDistillationLoss(temperature=bad)
     with pytest.raises(ValueError, match="teacher gives 3 classes and the student 2"):
         KnowledgeDistillationLoss()(np.zeros((2, 3)), np.zeros((2, 2)))
 

@@ -11,7 +11,7 @@ def distiller(student_weights=None, **kwargs):
     student = classifier(4, "student")
     if student_weights is not None:
         student.set_weights(student_weights)
-    model = DistillationModel(frozen_teacher(), student, alpha=0.6, **kwargs)
+    model = DistillationModel(frozen_teacher(), student, distillation_weight=0.6, **kwargs)
     model.compile(keras.optimizers.SGD(0.1), sparse_cce(), metrics=["accuracy"])
     return model
 
@@ -115,7 +115,7 @@ def test_bad_input_is_refused():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     with pytest.raises(ValueError, match="carries its own labels"):
         cache_teacher_outputs(model, dataset, y)
-    with pytest.raises(ValueError, match="batch_size` must be a positive integer"):
+    with pytest.raises(ValueError, match="batch_size` must be an integer >= 1"):
         cache_teacher_outputs(model, x, y, batch_size=0)
     empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(4)
     with pytest.raises(ValueError, match="no data"):

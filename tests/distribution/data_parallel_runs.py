@@ -179,7 +179,7 @@ def distillation(distributed: bool):
         teacher,
         student,
         temperature=2.0,
-        alpha=0.6,
+        distillation_weight=0.6,
         teacher_layer="teacher_hidden",
         student_layer="student_hidden",
     )
@@ -205,7 +205,11 @@ def domain_adaptation(distributed: bool, loss=None):
             [keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(1)], name="domain"
         )
     model = DomainAdaptationModel(
-        features, keras.layers.Dense(3, name="task"), domain_head, loss=loss, adaptation_weight=0.5
+        features,
+        keras.layers.Dense(3, name="task"),
+        domain_head,
+        adaptation_loss=loss,
+        adaptation_weight=0.5,
     )
     x_source, y_source = classification_data()
     x_target = (np.random.default_rng(3).normal(size=x_source.shape) + 1.0).astype("float32")

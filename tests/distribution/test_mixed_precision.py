@@ -81,7 +81,7 @@ def test_distillation_model(policy):
         teacher,
         student,
         temperature=2.0,
-        alpha=0.7,
+        distillation_weight=0.7,
         teacher_layer="teacher_hidden",
         student_layer="student_hidden",
     )

@@ -7,8 +7,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from adaptation.adaptation_utils import adaptation_model, domain_data, one_step
+from distillation.distillation_testing import classifier, frozen_teacher, sparse_cce
+from distillation.distillation_testing import data as distillation_data
 
+from keras_transfer.distillation import DistillationModel
 from keras_transfer.export import export_saved_model
+from keras_transfer.groups.hooks import ServingModel
 
 EXPORTING = keras.backend.backend() in ("tensorflow", "jax")
 needs_export = pytest.mark.skipif(
@@ -209,6 +214,44 @@ def test_training_models_export_only_their_serving_model(tmp_path):
     result = served.serving_default(images=tf.constant(images))
     expected = softmax(keras.ops.convert_to_numpy(serving.predict(images.astype("float32"))))
     np.testing.assert_allclose(result["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def distillation_model():
+    teacher, student = frozen_teacher(width=32), classifier(4, "student")
+    model = DistillationModel(teacher, student)
+    model.compile("adam", sparse_cce())
+    x, y = distillation_data(16)
+    model.fit(x, y, epochs=1, verbose=0)
+    return model, x
+
+
+def domain_adaptation_model():
+    x_source, y_source, x_target = domain_data()
+    model = adaptation_model()
+    one_step(model, x_source, y_source, x_target)
+    return model, x_target
+
+
+@needs_export
+@pytest.mark.parametrize(
+    "build", [distillation_model, domain_adaptation_model], ids=["distillation", "adaptation"]
+)
+def test_training_models_serve_their_serving_model_in_a_fresh_process(tmp_path, build):
+    import tensorflow as tf
+
+    model, x = build()
+    assert isinstance(model, ServingModel)
+    serving = model.serving_model()
+    path = export_saved_model(model, str(tmp_path / "served"))
+    # A model of other inputs than text or images serves them under its input's name.
+    served = serve_in_fresh_process(path, {serving.inputs[0].name: x.tolist()}, imports="")
+
+    expected = softmax(keras.ops.convert_to_numpy(model.predict(x, verbose=0)))
+    np.testing.assert_allclose(served["probabilities"], expected, rtol=0, atol=1e-5)
+    assert served["label"] == [str(i) for i in expected.argmax(axis=-1)]
+    # Only the serving part is exported: no teacher, no domain head.
+    assert len(tf.saved_model.load(path).variables) == len(serving.variables)
+    assert len(serving.variables) < len(model.variables)
 
 
 @needs_export

@@ -177,3 +177,66 @@ def test_trainable_layer_before_the_backbone_is_refused():
     model = classifier(frozen_backbone(), before=[keras.layers.Dense(6, name="adapter")])
     with pytest.raises(ValueError, match=r"a layer before it: \['adapter'\]"):
         kt.FeatureCache(model)
+
+
+class RecordBatchSizes(keras.layers.Layer):
+    """Records the batch dimension of every Python call (a trace, or an eager call)."""
+
+    sizes: list = []
+
+    def call(self, inputs):
+        RecordBatchSizes.sizes.append(inputs.shape[0])
+        return inputs
+
+
+def test_every_batch_of_the_pass_has_one_shape_and_padding_changes_nothing():
+    # A shorter last batch (70 = 2 * 32 + 6) or validation set (10) would trace
+    # the extractor's predict step again: they are padded to the batch size.
+    x, y = data(samples=70)
+    backbone = keras.Sequential(
+        [keras.Input((6,)), RecordBatchSizes(), keras.layers.Dense(8, name="encoder")],
+        name="backbone",
+    )
+    backbone.trainable = False
+    model = classifier(backbone)
+    cache = kt.FeatureCache(model, batch_size=32)
+    RecordBatchSizes.sizes = []
+    features, labels = cache.extract(x, y)
+    validation_features, _ = cache.extract(x[:10], y[:10])
+    assert RecordBatchSizes.sizes and set(RecordBatchSizes.sizes) == {32}
+    assert features.shape == (70, 8) and labels.shape == (70,)
+    expected = keras.ops.convert_to_numpy(backbone(x))
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(validation_features, expected[:10], rtol=1e-5, atol=1e-6)
+
+
+def test_features_on_disk_are_raw_bin_files(tmp_path):
+    x, y = data(samples=40)
+    cache = kt.FeatureCache(classifier(frozen_backbone()), directory=tmp_path, batch_size=16)
+    features, labels = cache.extract(x, y)
+    files = sorted(path.name for path in tmp_path.iterdir())
+    assert [name.rsplit("_", 2)[1:] for name in files] == [
+        ["features", "0.bin"],
+        ["labels", "0.bin"],
+    ]
+    raw = np.fromfile(tmp_path / files[0], dtype=features.dtype).reshape(features.shape)
+    np.testing.assert_array_equal(raw, np.asarray(features))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, True, None])
+def test_bad_batch_size_is_refused(batch_size):
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        kt.FeatureCache(classifier(frozen_backbone()), batch_size=batch_size)
+
+
+def test_augmentation_nested_in_a_layer_before_the_backbone_is_refused():
+    augment = keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)], name="augment")
+    inputs = keras.Input((4, 4, 1))
+    backbone = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(8)], name="backbone"
+    )
+    backbone.trainable = False
+    model = keras.Model(inputs, keras.layers.Dense(2)(backbone(augment(inputs))))
+    model.compile("adam", "mse")
+    with pytest.raises(ValueError, match=r"Random layers \['augment'\]"):
+        kt.FeatureCache(model, backbone="backbone")

@@ -120,5 +120,8 @@ def test_validation_split_is_stratified_and_deterministic():
     assert set(train).isdisjoint(validation) and len(train) + len(validation) == 16
     again = split_validation(labels, 0.2, seed=3)
     assert np.array_equal(again[1], validation)
-    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
-        split_validation(labels, 1.5, seed=0)
+    for fraction in (1.5, 0, float("nan"), True, "0.2"):
+        with pytest.raises(
+            ValueError, match="`validation_fraction` must be a finite number in \\(0, 1\\)"
+        ):
+            split_validation(labels, fraction, seed=0)

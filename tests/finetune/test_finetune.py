@@ -123,3 +123,26 @@ def test_text_without_a_tokenizer_is_refused():
 def test_bad_epochs_are_refused():
     with pytest.raises(ValueError, match="`epochs` must be a positive integer"):
         finetune(tiny_cnn(), bright_and_dark(), epochs=0)
+
+
+def test_the_data_and_result_types_are_reachable_from_kt_and_from_kt_finetune(tmp_path):
+    import keras_transfer as kt
+    from keras_transfer.finetune.data import LabelledData
+    from keras_transfer.finetune.finetune import FinetuneResult
+
+    # `kt.finetune` is the function (it hides the sub-package); its docstring
+    # names `kt.finetune.LabelledData`, which must be the one class.
+    assert callable(kt.finetune) and kt.finetune.__name__ == "finetune"
+    assert kt.finetune.LabelledData is kt.LabelledData is LabelledData
+    assert kt.finetune.load_labelled_data is kt.load_labelled_data
+    assert kt.finetune.FinetuneResult is kt.FinetuneResult
+    assert kt.FinetuneResult is FinetuneResult
+    assert {"LabelledData", "load_labelled_data", "FinetuneResult"} <= set(kt.__all__)
+    assert "kt.LabelledData" in kt.finetune.__doc__
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("text,label\ngood,pos\nbad,neg\nfine,pos\n")
+    data = kt.finetune.load_labelled_data(str(csv))
+    assert isinstance(data, kt.finetune.LabelledData)
+    assert data.class_names == ["neg", "pos"] and data.labels.tolist() == [1, 0, 1]
+    built = kt.finetune.LabelledData(data.inputs, data.labels, data.class_names, "text")
+    assert built == kt.LabelledData(data.inputs, data.labels, data.class_names, "text")

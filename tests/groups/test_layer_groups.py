@@ -4,7 +4,6 @@ import pytest
 from testing_utils import dense_model, tiny_bert, two_block_model
 
 import keras_transfer as kt
-from keras_transfer.groups.layer_groups import _stage_of
 
 
 def group_names(model, groups=None):
@@ -79,17 +78,6 @@ def test_kerascv_backbone_is_grouped_by_stack():
         input_shape=(32, 32, 3),
     )
     assert group_names(backbone) == ["conv1_conv", "stack_0", "stack_1"]
-
-
-def test_stage_names_of_other_architectures():
-    stage_of = _stage_of
-    assert stage_of("conv3_block2_1_conv") == "conv3"
-    assert stage_of("block2a_expand_conv") == "block2"
-    assert stage_of("convnext_tiny_stage_2_block_1_depthwise_conv") == "stage_2"
-    assert stage_of("conv_pw_7_bn") == "conv_block_7"
-    assert stage_of("v2_stack_1_block2_1_conv") == "stack_1"
-    assert stage_of("expanded_conv_4_depthwise") == "expanded_conv_4"
-    assert stage_of("head") is None
 
 
 def test_explicit_regex_groups():

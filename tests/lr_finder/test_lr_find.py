@@ -162,7 +162,8 @@ def test_takes_a_tf_data_dataset():
 
 
 def test_plot_draws_the_curve_on_a_log_axis_and_marks_the_suggestion():
-    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -231,10 +232,14 @@ def test_refuses_an_uncompiled_or_unbuilt_model():
     [
         ({"start_lr": 0.0}, ValueError, "start_lr"),
         ({"start_lr": 1.0, "end_lr": 0.1}, ValueError, "larger than `start_lr`"),
+        ({"end_lr": float("inf")}, ValueError, "`end_lr` must be a finite number > 0"),
+        ({"start_lr": True}, ValueError, "start_lr"),
         ({"num_steps": 1}, ValueError, "num_steps"),
         ({"num_steps": 10.0}, ValueError, "num_steps"),
         ({"beta": 1.0}, ValueError, "beta"),
+        ({"beta": float("nan")}, ValueError, "beta"),
         ({"divergence_factor": 0.5}, ValueError, "divergence_factor"),
+        ({"divergence_factor": float("inf")}, ValueError, "divergence_factor.*None"),
         ({"suggest": "elbow"}, ValueError, "suggest"),
         ({"data": np.ones((8, 6))}, TypeError, "targets"),
         ({"data": (np.ones((8, 6)),)}, ValueError, "tuple of 1"),

@@ -98,6 +98,9 @@ def test_composes_with_discriminative_rates():
     [
         ({"max_lr": 0.0, "total_steps": 10}, "max_lr"),
         ({"max_lr": "1e-3", "total_steps": 10}, "max_lr"),
+        ({"max_lr": float("inf"), "total_steps": 10}, "`max_lr` must be a finite number > 0"),
+        ({"max_lr": float("nan"), "total_steps": 10}, "max_lr"),
+        ({"max_lr": True, "total_steps": 10}, "max_lr"),
         ({"max_lr": 1e-3, "total_steps": 0}, "total_steps"),
         ({"max_lr": 1e-3, "total_steps": 10.5}, "total_steps"),
         ({"max_lr": 1e-3, "total_steps": True}, "total_steps"),
@@ -105,6 +108,7 @@ def test_composes_with_discriminative_rates():
         ({"max_lr": 1e-3, "total_steps": 10, "pct_start": 1.0}, "pct_start"),
         ({"max_lr": 1e-3, "total_steps": 10, "div_factor": -1.0}, "div_factor"),
         ({"max_lr": 1e-3, "total_steps": 10, "final_div_factor": 0}, "final_div_factor"),
+        ({"max_lr": 1e-3, "total_steps": 10, "div_factor": float("inf")}, "div_factor"),
         ({"max_lr": 1e-3, "total_steps": 10, "anneal_strategy": "cosine"}, "anneal_strategy"),
     ],
 )

@@ -82,10 +82,13 @@ def test_composes_with_discriminative_rates():
     "kwargs, message",
     [
         ({"max_lr": -0.01, "total_steps": 10}, "max_lr"),
+        ({"max_lr": float("inf"), "total_steps": 10}, "`max_lr` must be a finite number > 0"),
+        ({"max_lr": 0.01, "total_steps": 10.0}, "`total_steps` must be an integer >= 1"),
         ({"max_lr": 0.01, "total_steps": -5}, "total_steps"),
         ({"max_lr": 0.01, "total_steps": 10, "cut_frac": 1.5}, "cut_frac"),
         ({"max_lr": 0.01, "total_steps": 10, "cut_frac": 0}, "cut_frac"),
         ({"max_lr": 0.01, "total_steps": 10, "ratio": 0.5}, "ratio"),
+        ({"max_lr": 0.01, "total_steps": 10, "ratio": float("inf")}, "ratio"),
         ({"max_lr": 0.01, "total_steps": 5, "cut_frac": 0.1}, "total_steps \\* cut_frac"),
     ],
 )

@@ -1,11 +1,16 @@
-"""Pins the Keras optimizer internals that `trainable_set` relies on."""
+"""`trainable_set`: an optimizer that follows a trainable set changing mid-fit.
+
+The Keras internals it relies on are pinned in
+`tests/_keras_internals/test_optimizers.py`.
+"""
 
 import keras
 import numpy as np
 import pytest
 from testing_utils import dense_model, regression_data, values
 
-from keras_transfer.optimizers.trainable_set import (
+from keras_transfer._keras_internals.optimizers import mapped_variables
+from keras_transfer.freezing.trainable_set import (
     follow_trainable,
     optimizer_chain,
     track_variables,
@@ -44,7 +49,7 @@ def test_following_a_subset_maps_it_to_the_original_slots():
     slots_before = list(optimizer.variables)
     follow_trainable(optimizer, head)
     assert optimizer.variables == slots_before  # slot positions never move
-    assert len(optimizer._trainable_variables) == len(head)
+    assert len(mapped_variables(optimizer)) == len(head)
     optimizer.apply([keras.ops.ones(v.shape) for v in head])  # grads for the subset only
     momentums = {
         v.path: value for v, value in zip(optimizer.variables, values(optimizer.variables))
@@ -88,7 +93,7 @@ def test_loss_scale_optimizer_chain_follows_too():
     track_variables(optimizer, body + head)
     follow_trainable(optimizer, head)
     for member in optimizer_chain(optimizer):
-        assert len(member._trainable_variables) == len(head)
+        assert len(mapped_variables(member)) == len(head)
 
 
 def test_unknown_variables_must_be_tracked_first():

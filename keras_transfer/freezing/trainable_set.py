@@ -10,10 +10,11 @@ This is the one place that solves gradual unfreezing for all three backends:
   variable of that mapping; TensorFlow and PyTorch only look variables up in
   it. Slot positions never move, so no buffer is donated twice.
 
-Keras keeps that mapping in two private attributes (`_trainable_variables`,
-`_trainable_variables_indices`); the tests in
-`tests/optimizers/trainable_set_test.py` pin the behaviour so that a Keras
-release that moves them fails loudly.
+Keras keeps that mapping in private attributes; the functions of
+`keras_transfer._keras_internals.optimizers` reach them, and
+`tests/_keras_internals/test_optimizers.py` pins them so that a Keras release
+that moves them fails loudly. `tests/freezing/test_trainable_set.py` tests
+this module.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ import weakref
 
 import keras
 import numpy as np
+
+from keras_transfer._keras_internals.optimizers import (
+    mapped_variables,
+    set_variable_mapping,
+    unbuild,
+    variable_key,
+)
 
 # Every variable each optimizer was built on, in build order. The optimizer's
 # own mapping shrinks to the trainable subset; this keeps the whole.
@@ -68,8 +76,8 @@ def track_variables(optimizer, variables) -> None:
         return
     _record_build(optimizer)
     known = _BUILT_ON[optimizer]
-    known_keys = {optimizer._var_key(v) for v in known}
-    missing = [v for v in variables if optimizer._var_key(v) not in known_keys]
+    known_keys = {variable_key(optimizer, v) for v in known}
+    missing = [v for v in variables if variable_key(optimizer, v) not in known_keys]
     if missing:
         _rebuild_keeping_state(optimizer, known + missing)
 
@@ -79,37 +87,27 @@ def follow_trainable(optimizer, trainable_variables) -> None:
     trainable_variables = list(trainable_variables)
     for member in optimizer_chain(optimizer):
         _record_build(member)
-        full_index = {member._var_key(v): i for i, v in enumerate(_BUILT_ON[member])}
-        unknown = [v.path for v in trainable_variables if member._var_key(v) not in full_index]
+        full_index = {variable_key(member, v): i for i, v in enumerate(_BUILT_ON[member])}
+        keys = [variable_key(member, v) for v in trainable_variables]
+        unknown = [v.path for v, key in zip(trainable_variables, keys) if key not in full_index]
         if unknown:
             raise ValueError(
                 f"Optimizer '{member.name}' has no slots for {unknown}. Call "
                 "`track_variables` first."
             )
-        _set_untracked(member, "_trainable_variables", trainable_variables[:])
-        _set_untracked(
-            member,
-            "_trainable_variables_indices",
-            {member._var_key(v): full_index[member._var_key(v)] for v in trainable_variables},
-        )
+        set_variable_mapping(member, trainable_variables, {key: full_index[key] for key in keys})
 
 
 def _record_build(optimizer) -> None:
     for member in optimizer_chain(optimizer):
         if member not in _BUILT_ON and member.built:
-            _BUILT_ON[member] = list(member._trainable_variables)
+            _BUILT_ON[member] = mapped_variables(member)
 
 
 def _rebuild_keeping_state(optimizer, variables) -> None:
     saved = {v.path: np.array(keras.ops.convert_to_numpy(v.value)) for v in optimizer.variables}
     for member in optimizer_chain(optimizer):
-        keep = {id(member._iterations), id(member._learning_rate)}
-        for variable in list(member._variables):
-            if id(variable) not in keep:
-                member._untrack_variable(variable)
-        _set_untracked(member, "_trainable_variables", [])
-        _set_untracked(member, "_trainable_variables_indices", {})
-        member.built = False
+        unbuild(member)
         _BUILT_ON.pop(member, None)
     optimizer.build(list(variables))
     for variable in optimizer.variables:
@@ -117,9 +115,3 @@ def _rebuild_keeping_state(optimizer, variables) -> None:
         if value is not None and tuple(value.shape) == tuple(variable.shape):
             variable.assign(value)
     _record_build(optimizer)
-
-
-def _set_untracked(optimizer, name: str, value) -> None:
-    # `Optimizer.__setattr__` would track the model variables in `value` as
-    # optimizer state (Keras' own `build` sets these attributes untracked too).
-    object.__setattr__(optimizer, name, value)
