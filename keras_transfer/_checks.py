@@ -32,6 +32,7 @@ def check_number(
     high_open: bool = False,
     allow_inf: bool = False,
     error: type[Exception] = ValueError,
+    type_error: type[Exception] | None = None,
 ) -> float:
     """Returns `value` as a float, or raises if it is not a number in range.
 
@@ -43,6 +44,8 @@ def check_number(
         low_open, high_open: whether each bound itself is excluded.
         allow_inf: accept an infinite value (NaN is never accepted).
         error: the exception type raised.
+        type_error: the exception type raised for a value that is no real
+            number at all (a string, a bool); defaults to `error`.
 
     Example:
 
@@ -62,7 +65,8 @@ def check_number(
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        raise error(
+        raised = error if is_number or type_error is None else type_error
+        raise raised(
             f"`{name}` must be {_describe(low, high, low_open, high_open, allow_inf)}"
             f"{f' ({hint})' if hint else ''}, got {value!r}."
         )

@@ -10,6 +10,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_transfer._checks import check_number
 from keras_transfer._keras_internals import losses as keras_losses
 from keras_transfer.distillation.feature_matching import (
     feature_extractor,
@@ -18,7 +19,6 @@ from keras_transfer.distillation.feature_matching import (
 )
 from keras_transfer.distillation.knowledge_distillation_loss import (
     KnowledgeDistillationLoss,
-    check_real,
     validate_temperature,
 )
 
@@ -122,15 +122,20 @@ class DistillationModel(keras.Model):
         _check_is_model(teacher, "teacher")
         _check_is_model(student, "student")
         self.temperature = validate_temperature(temperature)
-        self.distillation_weight = check_real(
+        self.distillation_weight = check_number(
             distillation_weight,
             "distillation_weight",
             "the weight of the distillation term; 1 - distillation_weight weighs the labels",
             low=0,
             high=1,
+            type_error=TypeError,
         )
-        self.feature_weight = check_real(
-            feature_weight, "feature_weight", "the weight of the feature term", low=0
+        self.feature_weight = check_number(
+            feature_weight,
+            "feature_weight",
+            "the weight of the feature term",
+            low=0,
+            type_error=TypeError,
         )
         self.from_logits = from_logits
         self.teacher_inputs = _validate_teacher_inputs(teacher_inputs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
@@ -93,21 +91,11 @@ def _as_logits(outputs, from_logits: bool):
 
 def validate_temperature(temperature) -> float:
     """The softening temperature as a float, or a `TypeError` / `ValueError`."""
-    return check_real(
+    return check_number(
         temperature,
         "temperature",
         "typical values are 1 to 10; higher values give softer teacher distributions",
         low=0,
         low_open=True,
+        type_error=TypeError,
     )
-
-
-def check_real(value, name: str, hint: str, **bounds) -> float:
-    """`_checks.check_number`, raising `TypeError` for a value that is no number.
-
-    A value of the wrong type (a string, a bool) raises `TypeError` and one
-    out of `bounds` (or NaN or infinite) `ValueError`, as the distillation
-    arguments always have.
-    """
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return check_number(value, name, hint, error=ValueError if is_number else TypeError, **bounds)
