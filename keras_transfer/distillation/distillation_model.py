@@ -169,6 +169,12 @@ class DistillationModel(keras.Model):
         if teacher.built and student.built:
             self.built = True
 
+    def head_layers(self) -> list:
+        """The feature projection, if any: it joins the student's head group
+        in `kt.layer_groups`, so it trains from a `FreezeSchedule`'s first
+        stage on, with the head (not as a group of its own)."""
+        return [self.feature_projection] if self.feature_projection is not None else []
+
     def fixed_layers(self) -> list:
         """The teacher (and a `teacher_inputs` layer): never trained, and left
         out of `kt.layer_groups`, so `kt.FreezeSchedule` unfreezes only the

@@ -9,6 +9,9 @@ and `kt.layer_groups`, `kt.freeze` / `kt.FreezeSchedule` and
   the blocks are frozen and scaled one by one.
 - `FixedLayers`: a model names layers that never train, whatever the stage
   (`kt.DistillationModel` names its teacher). Layer groups leave them out.
+- `HeadLayers`: a model names layers that belong with its head (the last
+  group) wherever they sit in it (`kt.DistillationModel` names its feature
+  projection, which trains from the first stage on).
 - `ServingModel`: a training model (distillation, domain adaptation) names the
   plain Keras model that serves after training; `kt.export_saved_model`
   exports that one.
@@ -53,6 +56,14 @@ class FixedLayers(Protocol):
 
     def fixed_layers(self) -> Sequence[keras.layers.Layer]:
         """The layers to keep frozen and out of every layer group."""
+
+
+@runtime_checkable
+class HeadLayers(Protocol):
+    """A model whose named layers join its head group (a feature projection)."""
+
+    def head_layers(self) -> Sequence[keras.layers.Layer]:
+        """The layers to put in the last (output) group."""
 
 
 @runtime_checkable

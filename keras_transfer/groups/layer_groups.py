@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_transfer._keras_internals.layers import flatten_layers
 from keras_transfer.groups.block_patterns import block_of
-from keras_transfer.groups.hooks import VariableGroups
+from keras_transfer.groups.hooks import HeadLayers, VariableGroups
 from keras_transfer.groups.layer_group import LayerGroup, LayerGroupPlan
 from keras_transfer.groups.layer_variables import fixed_layers, trainable_capable
 
@@ -120,7 +121,11 @@ def _cached_plan(model, patterns) -> LayerGroupPlan:
 
 
 def _automatic_groups(model) -> list[LayerGroup]:
-    atoms = _weighted_atoms(model)
+    head_extras = _declared_head_layers(model)
+    extra_ids = {id(layer) for layer in head_extras}
+    atoms = [
+        (owner, layer) for owner, layer in _weighted_atoms(model) if id(layer) not in extra_ids
+    ]
     groups: list[LayerGroup] = []
     for owner, layers in _split_by_owner(atoms):
         for group in _group_one_model(owner, layers):
@@ -130,7 +135,20 @@ def _automatic_groups(model) -> list[LayerGroup]:
             f"Model '{model.name}' has no layers with trainable weights, so "
             "there is nothing to group, freeze or fine-tune."
         )
+    if head_extras:
+        head = groups[-1]
+        groups[-1] = LayerGroup(head.name, head.layers + head_extras)
     return groups
+
+
+def _declared_head_layers(model) -> list:
+    """Layers a model (or a model inside it) puts in its head group through
+    the `HeadLayers` hook, if they hold trainable weights."""
+    declared = []
+    for layer in flatten_layers(model, include_self=True):
+        if isinstance(layer, HeadLayers):
+            declared.extend(extra for extra in layer.head_layers() if trainable_capable(extra))
+    return declared
 
 
 def _split_by_variable_groups(group: LayerGroup) -> list[LayerGroup]:

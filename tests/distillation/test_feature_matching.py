@@ -11,6 +11,7 @@ from distillation.distillation_testing import (
     sparse_cce,
 )
 
+import keras_transfer as kt
 from keras_transfer.distillation import DistillationModel
 
 
@@ -124,3 +125,20 @@ def test_a_subclassed_student_trains_but_cannot_match_features():
     model.fit(x, y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="needs a Functional or Sequential model"):
         DistillationModel(teacher, Subclassed(), teacher_layer="hidden", student_layer="hidden")
+
+
+def test_the_projection_joins_the_students_head_group_and_trains_from_the_first_stage():
+    model = featured()
+    student_groups = [group.name for group in kt.layer_groups(model.student)]
+    plan = kt.layer_groups(model)
+    assert plan.names == student_groups  # no group of its own
+    assert model.feature_projection in plan[-1].layers
+    assert plan.group_index(model.feature_projection.kernel) == len(plan) - 1
+    x, y = data()
+    schedule = kt.FreezeSchedule(model, {0: 1, 1: "all"}, verbose=0)
+    before = numpy_of(model.feature_projection.kernel)
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[schedule])
+    assert not np.allclose(numpy_of(model.feature_projection.kernel), before)
+    head = model.student.layers[-1]
+    expected = sum(int(np.prod(v.shape)) for v in head.weights + model.feature_projection.weights)
+    assert history.history["trainable_params"] == [float(expected)]
