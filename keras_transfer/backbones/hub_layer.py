@@ -1,24 +1,32 @@
-"""`HubLayer`: a TensorFlow SavedModel (TF-Hub's TF2 format) as a Keras 3 layer."""
+"""`HubLayer`: a TensorFlow SavedModel (TF-Hub's TF2 format) as a Keras 3 layer.
+
+The layer only: handles are resolved in `hub_handles`, the loaded SavedModel
+is read in `saved_model_inspection` and split into blocks in `hub_grouping`.
+"""
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from collections.abc import Sequence
 
 import keras
 
-from keras_transfer.groups.layer_groups import split_by_patterns
-
-# Scope components that name one block of a network, searched from the left
-# in a variable's name (`encoder/layer_3/attention/kernel` -> `encoder/layer_3`).
-_BLOCK_COMPONENT = re.compile(
-    r"^(?:(?:transformer|encoder|decoder)_)?layers?_?\d+$"  # layer_3, transformer_layer_0
-    r"|^(?:block|stage|stack)s?_?\d+"  # block_2, blocks_0, stage2, block2a_expand -> block2
-    r"|^conv\d+(?=_block)"  # Keras ResNet's conv3_block2_1_conv -> conv3
+from keras_transfer._keras_internals.layers import (
+    build_at_init,
+    track_variable,
+    trainable_capable_variables,
 )
-_URL_PREFIXES = ("http://", "https://")
+from keras_transfer._keras_internals.saving import in_safe_mode
+from keras_transfer.backbones.hub_grouping import groups_from_names, groups_from_patterns
+from keras_transfer.backbones.hub_handles import resolve_handle
+from keras_transfer.backbones.saved_model_inspection import (
+    accepts_training,
+    float_dtype,
+    function_of,
+    saved_variables,
+)
+
 _SECURITY_GUIDANCE = "https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md"
 
 
@@ -62,8 +70,9 @@ class HubLayer(keras.layers.Layer):
 
     Args:
         handle: a local SavedModel folder, or a tfhub.dev / Kaggle Models URL
-            (downloaded by `tensorflow_hub.resolve`, which needs
-            `pip install tensorflow-hub` and the internet). Saved in the
+            (or any URL serving TF-Hub's compressed format), downloaded once
+            into `$TFHUB_CACHE_DIR` by `tensorflow_hub.resolve`: that needs
+            `pip install 'keras-transfer[hub]'` and the internet. Saved in the
             model's config, so the model reloads from it.
         trainable: whether the SavedModel's trainable variables are trained.
             Defaults to `False`, as in `hub.KerasLayer`.
@@ -124,12 +133,12 @@ class HubLayer(keras.layers.Layer):
 
         handle = os.fspath(handle)
         _check_output_arguments(signature, signature_outputs_as_dict, output_key)
-        loaded = tf.saved_model.load(_resolve_handle(handle))
-        function = _function_of(loaded, signature, handle)
+        loaded = tf.saved_model.load(resolve_handle(handle))
+        function = function_of(loaded, signature, handle)
         losses = list(getattr(loaded, "regularization_losses", None) or [])
-        saved = _saved_variables(loaded, [function, *losses])
+        saved = saved_variables(loaded, [function, *losses])
         if kwargs.get("dtype") is None:
-            kwargs["dtype"] = _float_dtype(variable for variable, _ in saved)
+            kwargs["dtype"] = float_dtype(variable for variable, _ in saved)
         super().__init__(trainable=trainable, **kwargs)
         self.handle = handle
         self.signature = signature
@@ -141,9 +150,9 @@ class HubLayer(keras.layers.Layer):
         self._saved_model = loaded
         self._function = function
         self._regularization_losses = tuple(losses)
-        self._accepts_training = signature is None and _accepts_training(function)
+        self._accepts_training = signature is None and accepts_training(function)
         self._saved_names = self._track_saved_variables(saved)
-        self._build_at_init()
+        build_at_init(self)
         self.variable_groups()  # Fails early on `group_patterns` that do not fit.
 
     @property
@@ -181,10 +190,10 @@ class HubLayer(keras.layers.Layer):
         """
         by_path = {variable.path: variable for variable in self.weights}
         named = [(name, by_path[path]) for path, name in self._saved_names.items()]
-        trainable = {id(variable) for variable in self._trainable_variables}
+        trainable = {id(variable) for variable in trainable_capable_variables(self)}
         if self.group_patterns is not None:
-            return _groups_from_patterns(named, self.group_patterns, self.name)
-        return _groups_from_names(named, trainable)
+            return groups_from_patterns(named, self.group_patterns, self.name)
+        return groups_from_names(named, trainable)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -202,7 +211,7 @@ class HubLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict):
-        if _in_safe_mode():
+        if in_safe_mode():
             raise ValueError(
                 f"Refusing to load the SavedModel {config.get('handle')!r} of kt.HubLayer "
                 f"'{config.get('name')}' in safe mode. A SavedModel is a program, not data: "
@@ -233,13 +242,13 @@ class HubLayer(keras.layers.Layer):
                     autocast=False,
                     name=keras_name,
                 )
-                self._track_variable(wrapped)
+                track_variable(self, wrapped)
                 names[wrapped.path] = saved_name
         return names
 
     def _fine_tuning(self) -> bool:
         """Whether any SavedModel variable is being trained (training mode)."""
-        return self.trainable and any(v.trainable for v in self._trainable_variables)
+        return self.trainable and any(v.trainable for v in trainable_capable_variables(self))
 
     def _signature_inputs(self, inputs) -> dict:
         if isinstance(inputs, dict):
@@ -288,163 +297,9 @@ def _check_output_arguments(signature, signature_outputs_as_dict, output_key) ->
         )
 
 
-def _resolve_handle(handle: str) -> str:
-    """A local path for `handle`: itself, or the download of a URL."""
-    if not handle.startswith(_URL_PREFIXES):
-        import tensorflow as tf
-
-        if not tf.io.gfile.isdir(handle):
-            raise FileNotFoundError(
-                f"No SavedModel folder at {handle!r}. `handle` must be a folder written "
-                "by `tf.saved_model.save` (holding `saved_model.pb`), or a tfhub.dev / "
-                "Kaggle Models URL."
-            )
-        return handle
-    try:
-        import tensorflow_hub
-    except ModuleNotFoundError as error:
-        if error.name != "tensorflow_hub":
-            raise ImportError(
-                f"{handle!r} is a URL, but tensorflow_hub fails to import ({error}); under "
-                "Keras 3, tensorflow-hub 0.16 also needs `tf-keras` and setuptools' "
-                "`pkg_resources` (`setuptools<81`). Or download the SavedModel yourself "
-                "and pass its local folder."
-            ) from error
-        raise ImportError(
-            f"{handle!r} is a URL: fetching it needs TensorFlow Hub (`pip install "
-            "tensorflow-hub`). Or download the SavedModel yourself and pass its local folder."
-        ) from None
-    try:
-        return tensorflow_hub.resolve(handle)
-    except Exception as error:  # Network, HTTP and archive errors alike.
-        raise OSError(
-            f"Could not fetch {handle!r} ({type(error).__name__}: {error}). Download it "
-            "and pass the local folder as `handle`."
-        ) from error
-
-
-def _function_of(loaded, signature: str | None, handle: str):
-    signatures = sorted(getattr(loaded, "signatures", {}) or {})
-    if signature is not None:
-        if signature not in signatures:
-            raise ValueError(
-                f"The SavedModel {handle!r} has no signature {signature!r}; "
-                f"its signatures are {signatures}."
-            )
-        return loaded.signatures[signature]
-    if not callable(loaded):
-        raise ValueError(
-            f"The SavedModel {handle!r} has no `__call__` function: pass `signature=` "
-            f"one of {signatures}, with `output_key` or `signature_outputs_as_dict=True`."
-        )
-    return loaded.__call__
-
-
-def _accepts_training(function) -> bool:
-    try:
-        return "training" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _saved_variables(loaded, functions) -> list[tuple]:
-    """`(tf.Variable, trainable)` pairs for the variables `functions` read.
-
-    Ordered as the functions first read them. Trainability follows TF-Hub's
-    `trainable_variables` attribute when the SavedModel has one.
-    """
-    seen, variables = set(), []
-    for function in functions:
-        concrete = getattr(function, "concrete_functions", None) or [function]
-        for concrete_function in concrete:
-            for variable in concrete_function.variables:
-                if id(variable) not in seen:
-                    seen.add(id(variable))
-                    variables.append(variable)
-    declared = getattr(loaded, "trainable_variables", None)
-    if declared is None:
-        return [(variable, variable.trainable) for variable in variables]
-    trainable = {id(variable) for variable in declared}
-    return [(variable, id(variable) in trainable) for variable in variables]
-
-
-def _float_dtype(variables) -> str:
-    for variable in variables:
-        if variable.dtype.is_floating:
-            return variable.dtype.name
-    return "float32"
-
-
 def _unique(name: str, used: set) -> str:
     candidate, index = name, 1
     while candidate in used:
         candidate, index = f"{name}_{index}", index + 1
     used.add(candidate)
     return candidate
-
-
-def _block_key(saved_name: str) -> str | None:
-    """The block of a variable: its name up to the first block-like scope."""
-    scopes = saved_name.split("/")[:-1]
-    for index, scope in enumerate(scopes):
-        match = _BLOCK_COMPONENT.search(scope)
-        if match:
-            return "/".join([*scopes[:index], match.group(0)])
-    return None
-
-
-def _groups_from_names(named, trainable: set) -> list[tuple[str, list]]:
-    """Blocks by name; each run of variables outside blocks is a group too."""
-    groups: list[tuple[str | None, list]] = []
-    index_of: dict[str, int] = {}
-    for saved_name, variable in named:
-        key = _block_key(saved_name)
-        if key is None:
-            if groups and groups[-1][0] is None:
-                groups[-1][1].append((saved_name, variable))
-            else:
-                groups.append((None, [(saved_name, variable)]))
-        elif key in index_of:
-            groups[index_of[key]][1].append((saved_name, variable))
-        else:
-            index_of[key] = len(groups)
-            groups.append((key, [(saved_name, variable)]))
-    if not index_of:
-        return []
-    named_groups = [(key or _common_scope(members), members) for key, members in groups]
-    return _merge_untrainable([(n, [v for _, v in m]) for n, m in named_groups], trainable)
-
-
-def _common_scope(members) -> str:
-    scopes = [name.split("/")[:-1] for name, _ in members]
-    common = os.path.commonprefix(scopes)
-    return "/".join(common) if common else members[0][0]
-
-
-def _merge_untrainable(groups, trainable: set) -> list[tuple[str, list]]:
-    """Folds groups with nothing to train (a lone moving statistic) into a
-    neighbour, so that no group is frozen or unfrozen to no effect."""
-    merged: list[tuple[str, list]] = []
-    pending: list = []
-    for name, variables in groups:
-        if not any(id(variable) in trainable for variable in variables):
-            (merged[-1][1] if merged else pending).extend(variables)
-            continue
-        merged.append((name, pending + variables))
-        pending = []
-    return merged
-
-
-def _groups_from_patterns(named, patterns, layer_name: str) -> list[tuple[str, list]]:
-    what = f"SavedModel variables of kt.HubLayer '{layer_name}'"
-    return list(zip(patterns, split_by_patterns(named, patterns, what)))
-
-
-def _in_safe_mode() -> bool:
-    """Whether Keras is deserializing in safe mode (`load_model`'s default)."""
-    # Keras has no public reader of its safe-mode scope; `keras.layers.TFSMLayer`
-    # and `Lambda` read the same flag. Outside any scope (`clone_model`, a direct
-    # `from_config`), the caller named the handle in code, so loading is allowed.
-    from keras.src.saving import serialization_lib
-
-    return serialization_lib.in_safe_mode() is True

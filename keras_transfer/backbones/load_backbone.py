@@ -13,8 +13,11 @@ import os
 
 import keras
 
+from keras_transfer.backbones.hub_handles import is_url
+from keras_transfer.backbones.hub_layer import HubLayer
+from keras_transfer.backbones.keras_cv_support import import_keras_cv
+
 ZOO_NAMES = ("minilm_l6", "efficientnet_lite0_imagenet")
-_HUB_PREFIXES = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "tfhub://")
 _PREPROCESSOR_TASKS = ("TextClassifierPreprocessor", "ImageClassifierPreprocessor")
 
 
@@ -30,10 +33,13 @@ def load_backbone(spec, **kwargs) -> keras.Model:
               Hugging Face checkpoint folder;
             - a `keras.applications` model name (`"MobileNetV2"`), built with
               `include_top=False` and `weights="imagenet"` unless overridden;
-            - `"keras_cv:<preset>"` for a KerasCV backbone preset (needs
-              `keras-cv`), or an already built Keras model (a KerasCV backbone
-              object, say), returned as it is;
-            - a TF-Hub handle or a local TF SavedModel folder, wrapped in
+            - `"keras_cv:<preset>"` for a KerasCV backbone preset (needs the
+              `keras-cv` extra, which works with Keras 3.15 only), or an
+              already built Keras model (a KerasCV backbone object, say),
+              returned as it is;
+            - a TF SavedModel: a local folder, or an `http(s)://` URL (a
+              tfhub.dev or Kaggle Models handle, or any URL serving TF-Hub's
+              compressed format; needs the `hub` extra), wrapped in
               `kt.HubLayer` (TensorFlow backend only; pass `input_shape` and
               `input_dtype`).
             Names come first: a zoo, `keras.applications` or built-in KerasHub
@@ -114,7 +120,7 @@ def load_preprocessor(spec, **kwargs):
             return getattr(keras_hub.models, task).from_preset(preset, **kwargs)
         except ValueError as error:
             errors.append(str(error).splitlines()[0])
-        except Exception as error:  # noqa: BLE001 - network and file errors alike
+        except Exception as error:  # Network and file errors alike.
             raise _unavailable(spec, error) from error
     raise ValueError(f"Found no text or image preprocessor for {spec!r}: {' / '.join(errors)}")
 
@@ -130,21 +136,15 @@ def _from_keras_hub(preset: str, spec: str, **kwargs) -> keras.Model:
 
     try:
         return keras_hub.models.Backbone.from_preset(preset, **kwargs)
-    except Exception as error:  # noqa: BLE001 - network and file errors alike
+    except Exception as error:  # Network and file errors alike.
         raise _unavailable(spec, error) from error
 
 
 def _from_keras_cv(preset: str, **kwargs) -> keras.Model:
-    try:
-        import keras_cv
-    except ImportError:
-        raise ImportError(
-            "KerasCV backbones need the optional `keras-cv` package: "
-            "`pip install 'keras-transfer[keras-cv]'`."
-        ) from None
+    keras_cv = import_keras_cv()
     try:
         return keras_cv.models.Backbone.from_preset(preset, **kwargs)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # Network and file errors alike.
         raise _unavailable(f"keras_cv:{preset}", error) from error
 
 
@@ -159,7 +159,7 @@ def _from_application(constructor, name: str, **kwargs) -> keras.Model:
     kwargs.setdefault("weights", "imagenet")
     try:
         return constructor(**kwargs)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # Turned into a clearer error below if offline.
         if kwargs["weights"] == "imagenet" and _looks_like_network_error(error):
             raise ValueError(
                 f"Could not download the ImageNet weights of {name!r} ({_first_line(error)}). "
@@ -178,14 +178,12 @@ def _is_kerashub_preset_name(spec: str) -> bool:
 
 
 def _is_saved_model(spec: str) -> bool:
-    if spec.startswith(_HUB_PREFIXES):
+    if is_url(spec):
         return True
     return os.path.isfile(os.path.join(spec, "saved_model.pb"))
 
 
 def _from_saved_model(handle: str, input_shape=None, input_dtype="float32", **kwargs):
-    from keras_transfer.backbones.hub_layer import HubLayer
-
     if input_shape is None:
         raise ValueError(
             f"{handle!r} is a TF SavedModel, whose input shape Keras cannot read. "

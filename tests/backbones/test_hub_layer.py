@@ -1,10 +1,6 @@
-import sys
-import types
-
 import keras
 import numpy as np
 import pytest
-from testing_utils import values
 
 import keras_transfer as kt
 from keras_transfer.backbones import HubLayer
@@ -14,7 +10,15 @@ tensorflow_only = pytest.mark.skipif(
     not ON_TENSORFLOW, reason="kt.HubLayer runs SavedModels: TensorFlow backend only"
 )
 if ON_TENSORFLOW:
-    import tensorflow as tf
+    from backbones.hub_testing import (
+        assert_all_changed,
+        assert_same,
+        data,
+        fit,
+        hub_model,
+        hub_values,
+        select,
+    )
     from backbones.saved_models import (
         INPUT_DIM,
         UNITS,
@@ -29,58 +33,6 @@ BLOCKS = ["encoder/layer_0", "encoder/layer_1", "encoder/layer_2"]
 @pytest.fixture(scope="module")
 def encoder_path(tmp_path_factory):
     return save_encoder(tmp_path_factory.mktemp("encoder"))
-
-
-def data(samples=32, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(samples, INPUT_DIM)).astype("float32")
-    return x, (x.sum(axis=1, keepdims=True) + 1.0).astype("float32")
-
-
-def hub_model(path, trainable=True, functional=False):
-    hub = HubLayer(path, trainable=trainable, name="encoder")
-    head = keras.layers.Dense(1, name="head")
-    if not functional:
-        return keras.Sequential([keras.Input((INPUT_DIM,)), hub, head])
-    inputs = keras.Input((INPUT_DIM,))
-    return keras.Model(inputs, head(hub(inputs)))
-
-
-def fit(model, epochs=1, callbacks=(), optimizer=None, initial_epoch=0):
-    if getattr(model, "optimizer", None) is None:
-        model.compile(optimizer or keras.optimizers.SGD(0.05), "mse")
-    x, y = data()
-    return model.fit(
-        x,
-        y,
-        batch_size=8,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=list(callbacks),
-        verbose=0,
-        shuffle=False,
-    )
-
-
-def hub_values(model):
-    """The SavedModel variables' values by their SavedModel names."""
-    names = model.get_layer("encoder").saved_variable_names
-    return {names[v.path]: values([v])[0] for v in model.get_layer("encoder").weights}
-
-
-def select(named_values, prefix):
-    return {name: value for name, value in named_values.items() if name.startswith(prefix)}
-
-
-def assert_same(before, after):
-    assert before.keys() == after.keys()
-    for name in before:
-        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
-
-
-def assert_all_changed(before, after):
-    for name in before:
-        assert not np.array_equal(before[name], after[name]), name
 
 
 @pytest.mark.skipif(ON_TENSORFLOW, reason="checks the error on the other backends")
@@ -347,35 +299,3 @@ def test_group_patterns_choose_the_blocks(encoder_path):
         HubLayer(encoder_path, group_patterns=["layer_[012]/", "layer_7/"])
     with pytest.raises(ValueError, match="layer_2/kernel.*match none.*'.\\*'"):
         HubLayer(encoder_path, group_patterns=["layer_[01]/"])
-
-
-@tensorflow_only
-def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No SavedModel folder at .*missing"):
-        HubLayer(str(tmp_path / "missing"))
-
-
-@tensorflow_only
-def test_url_without_tensorflow_hub_names_the_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", None)
-    with pytest.raises(ImportError, match="pip install tensorflow-hub.*local folder"):
-        HubLayer("https://tfhub.dev/google/some-model/1")
-
-
-@tensorflow_only
-def test_url_that_cannot_be_fetched_says_to_download_it(monkeypatch):
-    def resolve(handle):
-        raise OSError("Name or service not known")
-
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", types.SimpleNamespace(resolve=resolve))
-    with pytest.raises(OSError, match="Could not fetch .*not known.*pass the local folder"):
-        HubLayer("https://www.kaggle.com/models/google/some-model/tensorFlow2/default/1")
-
-
-@tensorflow_only
-def test_url_is_resolved_by_tensorflow_hub_and_kept_in_the_config(monkeypatch, encoder_path):
-    resolved = types.SimpleNamespace(resolve=lambda handle: encoder_path)
-    monkeypatch.setitem(sys.modules, "tensorflow_hub", resolved)
-    layer = HubLayer("https://tfhub.dev/google/some-model/1")
-    assert layer.get_config()["handle"] == "https://tfhub.dev/google/some-model/1"
-    assert isinstance(layer.resolved_object.encoder.blocks[0].kernel, tf.Variable)

@@ -1,3 +1,5 @@
+import sys
+
 import keras
 import keras_hub
 import numpy as np
@@ -5,6 +7,7 @@ import pytest
 from testing_utils import tiny_bert
 
 import keras_transfer as kt
+from keras_transfer.backbones.keras_cv_support import import_keras_cv
 
 
 def bert_inputs():
@@ -117,3 +120,46 @@ def test_saved_model_folder_becomes_a_fine_tunable_hub_backbone(tmp_path):
     ]
     with pytest.raises(ValueError, match="Pass `input_shape="):
         kt.load_backbone(path)
+
+
+def test_keras_cv_backbone_object_or_a_clear_skip():
+    try:
+        keras_cv = import_keras_cv()
+    except ImportError as error:
+        pytest.skip(str(error))  # keras-cv missing, or not importable with this Keras.
+    backbone = keras_cv.models.ResNetBackbone(
+        stackwise_filters=[8, 16],
+        stackwise_blocks=[2, 1],
+        stackwise_strides=[1, 2],
+        include_rescaling=False,
+        input_shape=(32, 32, 3),
+    )
+    assert kt.load_backbone(backbone) is backbone
+    assert [group.name for group in kt.layer_groups(backbone)] == [
+        "conv1_conv",
+        "stack_0",
+        "stack_1",
+    ]
+
+
+def test_keras_cv_preset_without_keras_cv_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_cv", None)
+    with pytest.raises(
+        ImportError, match=r"optional `keras-cv` package.*keras-transfer\[keras-cv\]"
+    ):
+        kt.load_backbone("keras_cv:resnet18_v2")
+
+
+def test_keras_cv_that_fails_to_import_names_the_keras_version(monkeypatch, tmp_path):
+    # What keras-cv 0.9 does on Keras 3.16: its import reaches into a moved private name.
+    package = tmp_path / "keras_cv"
+    package.mkdir()
+    (package / "__init__.py").write_text("from keras.src.backend.tensorflow import no_such_name\n")
+    monkeypatch.delitem(sys.modules, "keras_cv", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError) as info:
+        kt.load_backbone("keras_cv:resnet18_v2")
+    message = str(info.value)
+    assert f"cannot be imported with Keras {keras.version()}" in message
+    assert "cannot import name 'no_such_name'" in message
+    assert "keras-transfer[keras-cv]" in message and "resnet_50_imagenet" in message
