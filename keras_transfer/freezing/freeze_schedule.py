@@ -99,6 +99,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         self.freeze_batchnorm = freeze_batchnorm
         self.verbose = verbose
         self._groups: LayerGroupPlan | None = None
+        self._grouped_model = None
         self._stage_count: int | None = None
         self._epoch = 0
         if model is not None:
@@ -132,8 +133,9 @@ class FreezeSchedule(keras.callbacks.Callback):
         return cls(model, schedule, **kwargs)
 
     def set_model(self, model):
-        if model is not self._model:
+        if model is not self._grouped_model:
             self._groups = None  # Groups belong to the model they came from.
+            self._grouped_model = model
         super().set_model(model)
         if model.built:  # Otherwise prepared in `on_train_begin`, once built.
             self._prepare()
