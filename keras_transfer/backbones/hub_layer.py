@@ -133,7 +133,11 @@ class HubLayer(keras.layers.Layer):
 
         handle = os.fspath(handle)
         _check_output_arguments(signature, signature_outputs_as_dict, output_key)
-        loaded = tf.saved_model.load(resolve_handle(handle))
+        path = resolve_handle(handle)
+        # Loaded variables take the name scope around them (Keras 3.16 deserializes
+        # a Sequential's layers inside its scope): names as saved, from the root.
+        with tf.name_scope(""):
+            loaded = tf.saved_model.load(path)
         function = function_of(loaded, signature, handle)
         losses = list(getattr(loaded, "regularization_losses", None) or [])
         saved = saved_variables(loaded, [function, *losses])

@@ -1,8 +1,15 @@
 """Pins what `keras_transfer._keras_internals.layers` relies on in Keras."""
 
 import keras
+import numpy as np
+import pytest
 
-from keras_transfer._keras_internals.layers import flatten_layers, trainable_capable_variables
+from keras_transfer._keras_internals.layers import (
+    build_at_init,
+    flatten_layers,
+    track_variable,
+    trainable_capable_variables,
+)
 
 
 class Holder(keras.layers.Layer):
@@ -41,3 +48,38 @@ def test_trainable_capable_variables_ignore_the_trainable_flag():
     ]
     # Moving statistics are never trainable-capable; gamma and beta are.
     assert {v.name for v in trainable_capable_variables(norm)} == {"gamma", "beta"}
+
+
+def test_track_variable_files_an_outside_variable_by_its_trainable_flag():
+    layer = keras.layers.Layer()
+    kernel = keras.Variable(np.ones(2), name="kernel")
+    moving = keras.Variable(np.zeros(2), trainable=False, name="moving")
+    track_variable(layer, kernel)
+    track_variable(layer, moving)
+    assert layer.trainable_weights == [kernel]
+    assert layer.non_trainable_weights == [moving]
+    frozen = keras.layers.Layer(trainable=False)
+    variable = keras.Variable(1.0)
+    track_variable(frozen, variable)
+    assert frozen.weights == [variable] and variable.trainable is False
+
+
+def test_build_at_init_builds_a_layer_without_build_and_locks_it():
+    class Wrapper(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            track_variable(self, keras.Variable(np.ones(2), name="kernel"))
+            build_at_init(self)
+
+    layer = Wrapper()
+    assert layer.built and len(layer.weights) == 1
+    with pytest.raises(ValueError, match="already built"):
+        layer.add_weight(shape=(1,), name="late")
+
+    class WithBuild(keras.layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(1,), name="kernel")
+
+    own_build = WithBuild()
+    build_at_init(own_build)
+    assert not own_build.built  # Left to Keras: the layer's own `build` runs on first call.

@@ -193,6 +193,26 @@ def test_save_and_reload_restores_fine_tuned_values(encoder_path, tmp_path):
 
 
 @tensorflow_only
+def test_saved_names_ignore_the_name_scope_it_is_loaded_in(encoder_path):
+    with keras.name_scope("outer"):
+        layer = HubLayer(encoder_path, trainable=True)
+    assert list(layer.saved_variable_names.values())[:2] == [
+        f"{BLOCKS[0]}/{leaf}" for leaf in ("kernel", "bias")
+    ]
+    assert [name for name, _ in layer.variable_groups()] == BLOCKS
+
+
+@tensorflow_only
+def test_sequential_reloads_with_the_same_names_and_values(encoder_path, tmp_path):
+    model = hub_model(encoder_path)
+    fit(model)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=False)
+    assert_same(hub_values(model), hub_values(reloaded))
+    assert [g.name for g in kt.layer_groups(reloaded)] == [*BLOCKS, "head"]
+
+
+@tensorflow_only
 def test_safe_mode_refuses_to_reload_a_saved_model(encoder_path, tmp_path):
     hub_model(encoder_path).save(tmp_path / "model.keras")
     with pytest.raises(ValueError, match="SavedModel is a program.*safe_mode=False"):
