@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 
 def dense_model(with_batchnorm=False, name="model"):
@@ -95,4 +96,22 @@ def tiny_bert(num_layers=2, vocabulary_size=50):
         hidden_dim=8,
         intermediate_dim=16,
         max_sequence_length=12,
+    )
+
+
+def tiny_keras_cv_resnet():
+    """A two-stack KerasCV ResNet, or a skip saying why keras-cv is unusable
+    (not installed, or not importable with this Keras)."""
+    from keras_transfer.backbones.keras_cv_support import import_keras_cv
+
+    try:
+        keras_cv = import_keras_cv()
+    except ImportError as error:
+        pytest.skip(str(error))
+    return keras_cv.models.ResNetBackbone(
+        stackwise_filters=[8, 16],
+        stackwise_blocks=[2, 1],
+        stackwise_strides=[1, 2],
+        include_rescaling=False,
+        input_shape=(32, 32, 3),
     )

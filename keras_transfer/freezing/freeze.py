@@ -57,22 +57,12 @@ def freeze(
     [False, True]
     """
     resolved = layer_groups(model, groups)
-    model = _model_of(model, resolved)
+    if isinstance(model, LayerGroupPlan):
+        model = model.owning_model()
     check_optimizer_agrees(model, resolved, "kt.freeze")
     count = resolve_group_count(trainable_groups, len(resolved))
     set_trainable_groups(model, resolved, count, freeze_batchnorm)
     return resolved
-
-
-def _model_of(model, plan: LayerGroupPlan):
-    if not isinstance(model, LayerGroupPlan):
-        return model
-    if plan.model is None:
-        raise ValueError(
-            "These groups were given by hand, so they name no model to freeze: "
-            "pass the model, with the groups as `groups=`."
-        )
-    return plan.model
 
 
 def unfreeze(

@@ -94,7 +94,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         self.schedule = _validate_schedule(schedule)
         self.unit = unit
         if isinstance(model, LayerGroupPlan):
-            groups, model = layer_groups(model, groups), _plan_model(model)
+            groups, model = layer_groups(model, groups), model.owning_model()
         self.groups = groups
         self.freeze_batchnorm = freeze_batchnorm
         self.verbose = verbose
@@ -269,12 +269,3 @@ def _require_several_groups(num_groups: int):
             "(one layer-name regex per group, input to output), or wrap the "
             "backbone and head as separate layers."
         )
-
-
-def _plan_model(plan: LayerGroupPlan):
-    if plan.model is None:
-        raise ValueError(
-            "These groups were given by hand, so they name no model: pass the "
-            "model, with the groups as `groups=`."
-        )
-    return plan.model

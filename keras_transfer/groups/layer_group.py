@@ -107,6 +107,17 @@ class LayerGroupPlan(Sequence):
         """The model the groups were resolved on (`None` for groups by hand)."""
         return self._model_ref() if self._model_ref is not None else None
 
+    def owning_model(self) -> keras.Model:
+        """The model the groups belong to; raises for groups given by hand
+        without one (then pass the model, with the groups as `groups=`)."""
+        model = self.model
+        if model is None:
+            raise ValueError(
+                "These groups were given by hand, so they name no model: pass the "
+                "model, with the groups as `groups=`."
+            )
+        return model
+
     @property
     def names(self) -> list[str]:
         return [group.name for group in self._groups]

@@ -4,10 +4,9 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from testing_utils import tiny_bert
+from testing_utils import tiny_bert, tiny_keras_cv_resnet
 
 import keras_transfer as kt
-from keras_transfer.backbones.keras_cv_support import import_keras_cv
 
 
 def bert_inputs():
@@ -123,17 +122,7 @@ def test_saved_model_folder_becomes_a_fine_tunable_hub_backbone(tmp_path):
 
 
 def test_keras_cv_backbone_object_or_a_clear_skip():
-    try:
-        keras_cv = import_keras_cv()
-    except ImportError as error:
-        pytest.skip(str(error))  # keras-cv missing, or not importable with this Keras.
-    backbone = keras_cv.models.ResNetBackbone(
-        stackwise_filters=[8, 16],
-        stackwise_blocks=[2, 1],
-        stackwise_strides=[1, 2],
-        include_rescaling=False,
-        input_shape=(32, 32, 3),
-    )
+    backbone = tiny_keras_cv_resnet()
     assert kt.load_backbone(backbone) is backbone
     assert [group.name for group in kt.layer_groups(backbone)] == [
         "conv1_conv",

@@ -1,10 +1,9 @@
 import keras
 import keras_hub
 import pytest
-from testing_utils import dense_model, tiny_bert, two_block_model
+from testing_utils import dense_model, tiny_bert, tiny_keras_cv_resnet, two_block_model
 
 import keras_transfer as kt
-from keras_transfer.backbones.keras_cv_support import import_keras_cv
 
 
 def group_names(model, groups=None):
@@ -70,17 +69,7 @@ def test_keras_applications_backbone_is_grouped_by_block():
 
 
 def test_kerascv_backbone_is_grouped_by_stack():
-    try:
-        keras_cv = import_keras_cv()
-    except ImportError as error:  # Not installed, or not importable with this Keras.
-        pytest.skip(str(error))
-    backbone = keras_cv.models.ResNetBackbone(
-        stackwise_filters=[8, 16],
-        stackwise_blocks=[2, 1],
-        stackwise_strides=[1, 2],
-        include_rescaling=False,
-        input_shape=(32, 32, 3),
-    )
+    backbone = tiny_keras_cv_resnet()
     assert group_names(backbone) == ["conv1_conv", "stack_0", "stack_1"]
 
 
