@@ -1,5 +1,7 @@
 """Tiny models and helpers that the tests build on any backend."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -115,3 +117,13 @@ def tiny_keras_cv_resnet():
         include_rescaling=False,
         input_shape=(32, 32, 3),
     )
+
+
+def shadow_with_a_broken_package(monkeypatch, tmp_path, name: str, source: str) -> None:
+    """Makes `import name` run `source` (a package whose own import fails, as
+    tensorflow-hub or keras-cv do with the wrong dependencies)."""
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text(source)
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))

@@ -12,6 +12,7 @@ import types
 import keras
 import numpy as np
 import pytest
+from testing_utils import shadow_with_a_broken_package
 
 import keras_transfer as kt
 from keras_transfer.backbones.hub_handles import is_url, resolve_handle
@@ -53,11 +54,9 @@ def test_url_without_tensorflow_hub_names_the_extra(monkeypatch):
 
 def test_tensorflow_hub_that_fails_to_import_names_what_it_needs(monkeypatch, tmp_path):
     # What tensorflow-hub 0.16.1 does under setuptools >= 81: its own import fails.
-    package = tmp_path / "tensorflow_hub"
-    package.mkdir()
-    (package / "__init__.py").write_text("from pkg_resources_removed import parse_version\n")
-    monkeypatch.delitem(sys.modules, "tensorflow_hub", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    shadow_with_a_broken_package(
+        monkeypatch, tmp_path, "tensorflow_hub", "from pkg_resources_removed import parse_version\n"
+    )
     with pytest.raises(ImportError, match=r"pkg_resources_removed.*tf-keras.*setuptools<81") as e:
         resolve_handle(URL)
     assert "keras-transfer[hub]" in str(e.value)

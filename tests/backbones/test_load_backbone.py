@@ -4,7 +4,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from testing_utils import tiny_bert, tiny_keras_cv_resnet
+from testing_utils import shadow_with_a_broken_package, tiny_bert, tiny_keras_cv_resnet
 
 import keras_transfer as kt
 
@@ -141,11 +141,9 @@ def test_keras_cv_preset_without_keras_cv_names_the_extra(monkeypatch):
 
 def test_keras_cv_that_fails_to_import_names_the_keras_version(monkeypatch, tmp_path):
     # What keras-cv 0.9 does on Keras 3.16: its import reaches into a moved private name.
-    package = tmp_path / "keras_cv"
-    package.mkdir()
-    (package / "__init__.py").write_text("from keras.src.backend.tensorflow import no_such_name\n")
-    monkeypatch.delitem(sys.modules, "keras_cv", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    shadow_with_a_broken_package(
+        monkeypatch, tmp_path, "keras_cv", "from keras.src.backend.tensorflow import no_such_name\n"
+    )
     with pytest.raises(ImportError) as info:
         kt.load_backbone("keras_cv:resnet18_v2")
     message = str(info.value)
