@@ -174,7 +174,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--sides",
         default="guide,cache,handmade",
-        help="comma-separated runs to time: guide, cache (kt.FeatureCache), handmade (predict once, fit)",
+        help="comma-separated runs: guide, cache (kt.FeatureCache), handmade (predict once, fit)",
     )
     parser.add_argument("--json", help="write the raw timings here")
     args = parser.parse_args(argv)
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
         "num_test": len(y_test),
     }
     comparisons = [("guide", "cache", "target >= 5"), ("cache", "handmade", "target <= 1.05")]
-    for numerator, denominator, target in comparisons:
+    for numerator, denominator, _ in comparisons:
         if numerator in times and denominator in times:
             key = f"{numerator}_over_{denominator}"
             result[key] = {
@@ -225,7 +225,10 @@ def main(argv=None) -> None:
         if key in result:
             wall = statistics.median(result[key]["wall_s"])
             cpu = statistics.median(result[key]["cpu_s"])
-            print(f"median ratio {numerator} / {denominator}: wall {wall:.3f}, cpu {cpu:.3f} ({target})")
+            print(
+                f"median ratio {numerator} / {denominator}: "
+                f"wall {wall:.3f}, cpu {cpu:.3f} ({target})"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)
