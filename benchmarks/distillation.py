@@ -11,6 +11,9 @@ Three parts (`--part vision|text|speed|all`):
   optimizer. Reports test accuracy and errors on all 10,000 test images, mean
   and spread over seeds, and the fraction of the teacher-student gap that
   distillation recovers: (distilled - labels only) / (teacher - labels only).
+  `--vision-transfer N` adds a third arm, Hinton et al.'s transfer set: pure
+  distillation (`fit(x)` without labels, soft targets only) over the first N
+  training images, the labelled ones and the unlabelled rest.
 - text: the teacher is the real MiniLM-L6 (`kt.load_backbone("minilm_l6")`,
   frozen, mean-pooled) with a Dense(2) head trained through `kt.FeatureCache` on
   the first `--text-train` VADER movie sentences (`kt.datasets.load_vader`); it
@@ -71,8 +74,15 @@ def summary(values) -> dict:
     }
 
 
-def compare_students(make_student, teacher, x, y, x_test, y_test, args, teacher_inputs=None):
-    """Labels alone vs distilled, per seed; the teacher's outputs cached once."""
+def compare_students(
+    make_student, teacher, x, y, x_test, y_test, args, teacher_inputs=None, transfer_x=None
+):
+    """Labels alone vs distilled, per seed; the teacher's outputs cached once.
+
+    With `transfer_x`, a third arm: pure distillation (no labels, the
+    teacher's soft targets alone) over the unlabelled transfer set, the
+    teacher's outputs on it cached once too.
+    """
     probe = DistillationModel(
         teacher,
         make_student(),
@@ -83,6 +93,10 @@ def compare_students(make_student, teacher, x, y, x_test, y_test, args, teacher_
     start = time.perf_counter()
     cached_x, targets = cache_teacher_outputs(probe, x, y, batch_size=args.batch_size)
     cache_s = time.perf_counter() - start
+    transfer_cache = None
+    if transfer_x is not None:
+        pure = DistillationModel(teacher, make_student(), temperature=TEMPERATURE)
+        transfer_cache = cache_teacher_outputs(pure, transfer_x, batch_size=args.batch_size)
     results = {"labels_only": [], "distilled": []}
     student_x_test = probe.student_view(x_test)
     for seed in range(args.seeds):
@@ -113,17 +127,29 @@ def compare_students(make_student, teacher, x, y, x_test, y_test, args, teacher_
             cached_x, targets, epochs=args.student_epochs, batch_size=args.batch_size, verbose=0
         )
         results["distilled"].append(accuracy(student, student_x_test, y_test))
-        print(
-            f"  seed {seed}: labels only {results['labels_only'][-1]:.4f}, "
-            f"distilled {results['distilled'][-1]:.4f}",
-            flush=True,
-        )
+        if transfer_x is not None:
+            keras.utils.set_random_seed(seed)
+            student = make_student()
+            student.set_weights(initial)
+            model = DistillationModel(teacher, student, temperature=TEMPERATURE)
+            model.compile(keras.optimizers.Adam(args.learning_rate))
+            model.fit(
+                transfer_cache[0],
+                transfer_cache[1],
+                epochs=args.student_epochs,
+                batch_size=args.batch_size,
+                verbose=0,
+            )
+            results.setdefault("distilled_transfer_set", []).append(
+                accuracy(student, student_x_test, y_test)
+            )
+        print(f"  seed {seed}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in results.items()))
     return {key: summary(values) for key, values in results.items()}, cache_s
 
 
-def gap_recovered(teacher_accuracy, students) -> float:
+def gap_recovered(teacher_accuracy, students, arm: str = "distilled") -> float:
     baseline = students["labels_only"]["mean"]
-    return (students["distilled"]["mean"] - baseline) / (teacher_accuracy - baseline)
+    return (students[arm]["mean"] - baseline) / (teacher_accuracy - baseline)
 
 
 def run_vision(args) -> dict:
@@ -163,7 +189,12 @@ def run_vision(args) -> dict:
             name="student_mlp",
         )
 
-    students, cache_s = compare_students(make_student, teacher, x, y, x_test, y_test, args)
+    # Hinton et al.'s students learned from a transfer set larger than the
+    # labelled one: the unlabelled rest of the training images.
+    transfer_x = x_train[: args.vision_transfer] if args.vision_transfer else None
+    students, cache_s = compare_students(
+        make_student, teacher, x, y, x_test, y_test, args, transfer_x=transfer_x
+    )
     return {
         "teacher_accuracy": teacher_accuracy,
         "teacher_test_errors": round((1 - teacher_accuracy) * len(y_test)),
@@ -172,6 +203,12 @@ def run_vision(args) -> dict:
             key: round((1 - value["mean"]) * len(y_test)) for key, value in students.items()
         },
         "gap_recovered": gap_recovered(teacher_accuracy, students),
+        "gap_recovered_transfer_set": (
+            gap_recovered(teacher_accuracy, students, "distilled_transfer_set")
+            if transfer_x is not None
+            else None
+        ),
+        "num_transfer": 0 if transfer_x is None else len(transfer_x),
         "teacher_train_s": teacher_s,
         "cache_s": cache_s,
         "num_train": len(y),
@@ -346,6 +383,12 @@ def main(argv=None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--student-epochs", type=int, default=20)
     parser.add_argument("--vision-train", type=int, default=20000)
+    parser.add_argument(
+        "--vision-transfer",
+        type=int,
+        default=0,
+        help="training images (labels unused) for a pure-distillation arm; 0: no such arm",
+    )
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--student-units", type=int, default=128)
     parser.add_argument("--text-train", type=int, default=2048)
