@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             name or folder) on `--data` (a folder of class sub-folders of
             images, or a CSV with `text` and `label` columns); writes a
             SavedModel, `metrics.json` and `training_curves.png` to `--export`.
+        rank: run `--backbones a,b,c` once each over `--data` and rank them
+            by a transferability score (`--method logme`); prints the table,
+            writes `ranking.json` and the bar chart `ranking.png` to `--output`.
         demo: fine-tune ImageNet EfficientNet-Lite0 on 400 MNIST-5k digits,
             compare with the same network from scratch, print the table and
             write the SavedModel and plot.
@@ -68,6 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=_PROG, description="Transfer learning for Keras 3.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_finetune_command(commands)
+    _add_rank_command(commands)
     demo = commands.add_parser(
         "demo",
         help="fine-tune ImageNet EfficientNet-Lite0 on a few MNIST-5k digits, compare with scratch",
@@ -123,7 +127,114 @@ def _add_finetune_command(commands) -> None:
     finetune.add_argument("--sequence-length", type=_positive_int, default=128)
     finetune.add_argument("--seed", type=_non_negative_int, default=0)
     finetune.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    finetune.add_argument(
+        "--lora-rank",
+        type=_positive_int,
+        help="train LoRA factors of this rank instead of the backbone (merged before export)",
+    )
     finetune.set_defaults(handler=_run_finetune)
+
+
+def _add_rank_command(commands) -> None:
+    rank = commands.add_parser(
+        "rank",
+        help="rank pretrained backbones for a dataset by a transferability score",
+        description=(
+            "Runs each --backbones candidate once over --data (frozen, inference only), "
+            "scores its features with --method (LogME by default: higher = expected to "
+            "transfer better), prints the ranking and writes ranking.json and ranking.png "
+            "to --output. --control random also scores each architecture randomly "
+            "initialised and warns about negative transfer."
+        ),
+    )
+    rank.add_argument(
+        "--data", required=True, help="folder of class sub-folders of images, or CSV (text,label)"
+    )
+    rank.add_argument(
+        "--backbones", required=True, help="comma-separated zoo names, presets or folders"
+    )
+    rank.add_argument("--method", choices=("logme", "h_score"), default="logme")
+    rank.add_argument("--control", choices=("random",), help="score random twins too")
+    rank.add_argument("--output", default="keras_transfer_rank", help="output folder")
+    rank.add_argument("--image-size", type=_positive_int, help="default: the preset's, or 224")
+    rank.add_argument("--sequence-length", type=_positive_int, default=128)
+    rank.add_argument("--batch-size", type=_positive_int, default=32)
+    rank.add_argument("--verbose", type=int, choices=(0, 1), default=1)
+    rank.set_defaults(handler=_run_rank)
+
+
+def _run_rank(args) -> int:
+    import json
+    import os
+
+    import numpy as np
+
+    from keras_transfer.backbones import load_preprocessor
+    from keras_transfer.finetune import load_labelled_data
+    from keras_transfer.transferability import rank_backbones
+
+    names = [name.strip() for name in args.backbones.split(",") if name.strip()]
+    if not names:
+        raise _UsageError("--backbones needs at least one name (comma-separated)")
+    data = load_labelled_data(args.data)
+    print(f"{len(data.labels)} {data.kind} examples in {len(data.class_names)} classes")
+    preprocessors = {
+        name: _rank_preprocessor(load_preprocessor, name, data.kind, args) for name in names
+    }
+    ranking = rank_backbones(
+        {name: name for name in names},
+        np.asarray(data.inputs, dtype=object),
+        data.labels,
+        preprocessors,
+        method=args.method,
+        control=args.control,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
+    print(ranking)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "ranking.json"), "w") as file:
+        json.dump({"method": ranking.method, "rows": ranking.to_rows()}, file, indent=2)
+    _save_plot(ranking, os.path.join(args.output, "ranking.png"))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _rank_preprocessor(load_preprocessor, name, kind, args):
+    """Strings -> the backbone's token inputs, or image paths -> its image input."""
+    if kind == "text":
+        tokenizer = load_preprocessor(name, sequence_length=args.sequence_length)
+        return lambda texts: tokenizer(list(texts))
+    from dataclasses import replace
+
+    from keras_transfer.export.serving_inputs import ImageSpec, image_spec_from_converter
+    from keras_transfer.finetune.data import read_images
+
+    try:
+        converter = getattr(load_preprocessor(name), "image_converter", None)
+    except ValueError:
+        converter = None
+    size = args.image_size or 224
+    spec = (
+        image_spec_from_converter(converter, size, size, 3)
+        if converter
+        else ImageSpec(size, size, 3)
+    )
+    if args.image_size:
+        spec = replace(spec, height=args.image_size, width=args.image_size)
+    return lambda paths: read_images(list(paths), spec)
+
+
+def _save_plot(ranking, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = ranking.plot()
+    axes.figure.tight_layout()
+    axes.figure.savefig(path, dpi=100)
+    plt.close(axes.figure)
 
 
 def _run_finetune(args) -> int:
@@ -146,6 +257,7 @@ def _run_finetune(args) -> int:
         learning_rate=args.learning_rate,
         seed=args.seed,
         verbose=args.verbose,
+        lora_rank=args.lora_rank,
     )
     print(
         f"validation accuracy: {result.head_accuracy:.3f} with the backbone frozen, "

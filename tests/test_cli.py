@@ -258,3 +258,24 @@ def test_finetune_bad_input_gives_one_line_and_a_non_zero_status(
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("keras-transfer: error: ")
     assert words in lines[0]
+
+
+@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+def test_finetune_with_lora_rank_trains_factors_and_exports(
+    capsys, text_preset, reviews_csv, tmp_path
+):
+    export = tmp_path / "out"
+    argv = ["finetune", "--backbone", text_preset, "--data", reviews_csv, "--export", str(export)]
+    argv += ["--head-epochs", "1", "--epochs", "2", "--sequence-length", "8", "--verbose", "2"]
+    assert main(argv + ["--lora-rank", "2"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "LoRA rank 2 (alpha 2) on" in out
+    assert "FreezeSchedule: epoch 1:" in out
+    assert sorted(os.listdir(export)) == ["metrics.json", "saved_model", "training_curves.png"]
+
+
+@pytest.mark.parametrize("rank", ["0", "-1", "two"])
+def test_a_bad_lora_rank_is_a_usage_error(capsys, rank):
+    argv = ["finetune", "--backbone", "b", "--data", "d", "--export", "e", "--lora-rank", rank]
+    assert main(argv) == 2
+    assert "--lora-rank" in capsys.readouterr().err

@@ -518,8 +518,10 @@ DRAWN = {
     ),
     "SafeBackupAndRestore": lambda draw: kt.SafeBackupAndRestore(
         "backups/" + draw(st.text(string.ascii_letters + "_-", min_size=1, max_size=8)),
+        save_freq=draw(st.one_of(st.just("epoch"), st.just(False), st.integers(1, 1000))),
         delete_checkpoint=draw(st.booleans()),
-        keep=draw(st.integers(1, 5)),
+        keep=draw(st.integers(2, 5)),
+        double_checkpoint=draw(st.booleans()),
     ),
 }
 
@@ -541,6 +543,12 @@ def _domain_adaptation_model(tmp_path):
     return model
 
 
+def _multi_task_model(tmp_path):
+    inputs = keras.Input((3,), name="x")
+    backbone = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    return kt.MultiTaskModel(backbone, {"a": keras.layers.Dense(2), "b": keras.layers.Dense(1)})
+
+
 def _hub_layer(tmp_path):
     if not ON_TENSORFLOW:
         pytest.skip("kt.HubLayer runs SavedModels: TensorFlow backend only")
@@ -554,6 +562,7 @@ FIXED = {
     "DistillationModel": _distillation_model,
     "DomainAdaptationModel": _domain_adaptation_model,
     "HubLayer": _hub_layer,
+    "MultiTaskModel": _multi_task_model,
 }
 
 # Public classes that are not Keras objects and have no config, on purpose.
@@ -565,6 +574,10 @@ SKIPPED = {
     "FinetuneResult": "the result of kt.finetune, a plain dataclass",
     "LabelledData": "the data kt.finetune reads, a plain dataclass",
     "NonFiniteLossError": "an exception",
+    "L2SP": "a penalty attached to a live model; its state is in the model's weights and "
+    "L2SP.load re-attaches it after load_model",
+    "EWC": "a penalty attached to a live model; its state is in the model's weights and "
+    "EWC.load re-attaches it after load_model",
 }
 
 
@@ -625,7 +638,7 @@ def test_config_round_trip_of_model_and_file_backed_instances(name, tmp_path):
 
 # Keras' Functional deserialization pops entries of the config it is given;
 # from_config must not empty the caller's dict.
-FROM_CONFIG_LEAVES_CONFIG = ["DistillationModel", "DomainAdaptationModel"]
+FROM_CONFIG_LEAVES_CONFIG = ["DistillationModel", "DomainAdaptationModel", "MultiTaskModel"]
 
 
 @pytest.mark.parametrize("name", FROM_CONFIG_LEAVES_CONFIG)

@@ -59,3 +59,92 @@ def build_at_init(layer: keras.layers.Layer) -> None:
     variable tracking, only when `build` is not overridden.
     """
     layer._build_at_init()
+
+
+def own_weights(layer: keras.layers.Layer) -> list:
+    """The weights `layer` itself owns, trainable first, without its sublayers'.
+
+    Unlike `layer.weights`, which adds every sublayer's weights. Relies on
+    Keras keeping a layer's own variables in `Layer._trainable_variables` and
+    `Layer._non_trainable_variables` (by the flag they were created with).
+    """
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def lora_base_variable(layer: keras.layers.Layer) -> keras.Variable:
+    """The variable behind a LoRA layer's kernel (an `Embedding`'s table).
+
+    Keras' LoRA-capable layers keep the base weight LoRA adds to in a private
+    attribute, `Dense`, `EinsumDense` and the convolutions in `_kernel`,
+    `Embedding` in `_embeddings`, behind a public `kernel` (`embeddings`)
+    property that returns it with the LoRA update added once LoRA is enabled.
+    Relies on those two attribute names.
+    """
+    for name in ("_kernel", "_embeddings"):
+        variable = getattr(layer, name, None)
+        if isinstance(variable, keras.Variable):
+            return variable
+    raise ValueError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) keeps no kernel where Keras' "
+        "LoRA layers keep theirs (`_kernel` or `_embeddings`)."
+    )
+
+
+def attach_state(model: keras.layers.Layer, name: str, value) -> None:
+    """Makes `value`, a layer or a metric, part of the built `model`'s state as
+    the attribute `name`, outside the model's computation.
+
+    A layer's variables join `model.weights` (so a JAX train step carries
+    them as state, and `save_weights` and `.keras` files store them under
+    `name`); a metric joins `model.metrics` (so `fit` resets it and logs its
+    result). A built layer locks its state against additions; the lock is
+    lifted for this one assignment, as Keras' own `Layer._untrack_variable`
+    does. A `Sequential` model calls every layer of its layer list in turn,
+    so a layer is tracked there by the `InputLayer` that a built `Sequential`
+    puts first in that list (whose weights count as the model's) and also
+    set as the model's attribute `name`, where saving finds it. Relies on
+    `Layer._tracker` (`locked`, `lock`, `unlock`), on Keras tracking a layer
+    or metric set as an attribute, and on `Sequential._layers` starting with
+    its `InputLayer` once built.
+    """
+    for holder in _state_holders(model, value):
+        with _unlocked(holder):
+            setattr(holder, name, value)
+
+
+def detach_state(model: keras.layers.Layer, name: str, value) -> None:
+    """Undoes `attach_state(model, name, value)`: `value`'s variables or its
+    metric leave the model. Relies on `Layer._tracker.untrack` (and its
+    lock), which Keras' `Layer._untrack_variable` uses for a variable."""
+    for holder in _state_holders(model, value):
+        with _unlocked(holder):
+            holder._tracker.untrack(value)
+            if hasattr(holder, name):
+                delattr(holder, name)
+
+
+def _state_holders(model, value) -> list:
+    if not isinstance(model, keras.Sequential) or not isinstance(value, keras.layers.Layer):
+        return [model]
+    first = model._layers[0] if model._layers else None
+    if not isinstance(first, keras.layers.InputLayer):
+        raise ValueError(
+            f"Sequential model '{model.name}' is not built, so it has no input layer "
+            "yet. Build it first, e.g. by calling it on a batch of data."
+        )
+    return [first, model]
+
+
+class _unlocked:
+    """Lifts a layer's state lock for the duration of a `with` block."""
+
+    def __init__(self, layer):
+        self.tracker = layer._tracker
+
+    def __enter__(self):
+        self.locked = self.tracker.locked
+        self.tracker.unlock()
+
+    def __exit__(self, *exc_info):
+        if self.locked:
+            self.tracker.lock()

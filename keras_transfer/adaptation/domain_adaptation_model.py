@@ -7,6 +7,7 @@ import copy
 import keras
 from keras import ops
 
+from keras_transfer._keras_internals.distribute import refuse_multi_worker_strategy
 from keras_transfer._keras_internals.losses import (
     scale_loss_for_distribution,
     unscale_loss_for_distribution,
@@ -186,6 +187,10 @@ class DomainAdaptationModel(keras.Model):
             "source_features": source_features,
             "target_features": target_features,
         }
+
+    def compile(self, *args, **kwargs):
+        refuse_multi_worker_strategy("kt.DomainAdaptationModel", self)
+        super().compile(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         _check_task_loss(getattr(self, "loss", None))

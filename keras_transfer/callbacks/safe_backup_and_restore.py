@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import re
 import shutil
@@ -13,6 +14,12 @@ import keras
 
 from keras_transfer._checks import check_integer
 from keras_transfer._keras_internals.training import set_initial_epoch
+from keras_transfer.callbacks._process_coordination import (
+    barrier,
+    is_writer,
+    same_in_every_process,
+    this_process_only,
+)
 
 # Both files of backup N: `checkpoint-N.json` and `checkpoint-N.weights.h5`.
 _BACKUP_FILE = re.compile(r"^checkpoint-(\d{6,})\.(json|weights\.h5)$")
@@ -21,18 +28,20 @@ _FORMAT = "keras_transfer.backup/1"
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class SafeBackupAndRestore(keras.callbacks.Callback):
-    """Backs up training at every epoch end and resumes from the last
-    complete backup, even after the process was killed while writing one.
+    """Backs up training and resumes from the last complete backup, even
+    after the process was killed while writing one.
 
-    A drop-in for `keras.callbacks.BackupAndRestore(backup_dir)` for runs on
-    preemptible machines. Keras' callback overwrites `latest.weights.h5` and
-    then `training_metadata.json` in place: a kill between the two writes
-    leaves the new weights beside the old epoch number, and the resumed run
+    A drop-in for `keras.callbacks.BackupAndRestore` for runs on preemptible
+    machines: it takes the same arguments and resumes at the same place.
+    Keras' callback overwrites `latest.weights.h5` and then
+    `training_metadata.json` in place: a kill between the two writes leaves
+    the new weights beside the old epoch number, and the resumed run
     silently trains one epoch twice from weights that already saw it (a
     valid but wrong model). Here every backup is a new pair of files,
     `checkpoint-NNNNNN.weights.h5` and a manifest `checkpoint-NNNNNN.json`
-    that records the epoch and the SHA-256 of the weights file. The manifest
-    is written last, flushed to disk and renamed into place atomically, so a
+    that records the epoch to resume at, how many of that epoch's batches the
+    weights have seen, and the SHA-256 of the weights file. The manifest is
+    written last, flushed to disk and renamed into place atomically, so a
     backup exists only once it is complete; on resume, manifests whose
     weights file is missing or does not match its hash are skipped (with a
     warning) in favour of the newest intact backup. Older backups are deleted
@@ -45,14 +54,32 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     order deterministic (`shuffle=False` or a seeded dataset) for a resumed
     run to repeat the uninterrupted one exactly.
 
-    Backups are taken at epoch ends only: Keras resumes `fit` at the start of
-    an epoch, so a mid-epoch backup would replay that epoch's first batches.
-    For long epochs, pass `steps_per_epoch` with a repeating dataset to make
-    epochs shorter.
+    Keras resumes `fit` at the start of an epoch. A backup taken at an epoch
+    end therefore resumes exactly where training stopped; a backup taken
+    mid-epoch (`save_freq=N`) resumes, as in Keras, at the start of the
+    epoch it was taken in, from weights and optimizer state that have
+    already seen that epoch's first batches, which are then trained on again.
+    For a resume that repeats nothing, keep `save_freq="epoch"` and, for long
+    epochs, pass `steps_per_epoch` with a repeating dataset to make epochs
+    shorter.
 
     Args:
         backup_dir: a local folder for the backups; created if missing. Use
-            one folder per training run.
+            one folder per training run, holding nothing else.
+        save_freq: when to back up. `"epoch"` (the default): at every epoch
+            end. An integer `N >= 1`: after every `N` batches, counted across
+            epochs as Keras counts them, and also at every epoch end (Keras
+            does not back up there, so after a backup at an epoch's last
+            batch it replays that whole epoch; the epoch-end backup here
+            resumes at the next one). `False`: never back up during
+            training, as Keras documents; the callback then only restores
+            from backups already in `backup_dir` (and deletes them at the end
+            if `delete_checkpoint`).
+        double_checkpoint: accepted for compatibility with Keras, where it
+            keeps the previous backup beside the current one so that a
+            corrupted current one can be skipped. Backups here always work
+            that way (see `keep`); `True` only requires `keep >= 2`.
+            Defaults to `False`.
         delete_checkpoint: delete the folder once `fit` completes. Defaults
             to `True`, like Keras.
         keep: how many complete backups to keep (at least 1; default 2).
@@ -72,21 +99,48 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     2
     """
 
-    def __init__(self, backup_dir: str, delete_checkpoint: bool = True, keep: int = 2):
+    def __init__(
+        self,
+        backup_dir: str,
+        save_freq: str | int | bool = "epoch",
+        double_checkpoint: bool = False,
+        delete_checkpoint: bool = True,
+        keep: int = 2,
+    ):
         super().__init__()
-        if not backup_dir:
-            raise ValueError("`backup_dir` must name a folder for the backups.")
+        if backup_dir is None or not os.fspath(backup_dir):
+            raise ValueError(
+                f"`backup_dir` is empty (got {backup_dir!r}): pass the path of a folder "
+                "for the backups, one folder per training run."
+            )
         self.backup_dir = os.fspath(backup_dir)
-        self.delete_checkpoint = delete_checkpoint
+        self.save_freq = _check_save_freq(save_freq)
+        self.double_checkpoint = _check_flag(double_checkpoint, "double_checkpoint")
+        self.delete_checkpoint = _check_flag(delete_checkpoint, "delete_checkpoint")
         self.keep = check_integer(keep, "keep", "complete backups kept", low=1)
+        if self.double_checkpoint and self.keep < 2:
+            raise ValueError(
+                "`double_checkpoint=True` keeps the previous backup beside the newest, "
+                f"but `keep={self.keep}` keeps only the newest: pass `keep=2` (or more), "
+                "or leave `double_checkpoint=False`."
+            )
+        self._epoch = 0
+        self._last_batch = -1
+        self._batches_since_backup = 0
 
     def on_train_begin(self, logs=None):
+        self._batches_since_backup = 0
         if not self.model.built:
             raise ValueError(
                 f"SafeBackupAndRestore needs a built model; model '{self.model.name}' "
                 "is not. Build it first, e.g. by calling it on a batch of data."
             )
         manifest = self._newest_intact_backup()
+        same_in_every_process(
+            -1 if manifest is None else manifest["number"],
+            f"the backup in {self.backup_dir} to resume from (-1: none)",
+            "Give every process the same `backup_dir`, on storage they all see.",
+        )
         if manifest is None:
             return
         optimizer = self.model.optimizer
@@ -95,11 +149,27 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         self.model.load_weights(self._weights_path(manifest["number"]))
         set_initial_epoch(self.model, manifest["epoch"])
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._last_batch = -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if isinstance(self.save_freq, str) or self.save_freq is False:
+            return
+        # With `steps_per_execution > 1`, Keras reports only the last batch
+        # of each group it ran, so count the batches between reports.
+        self._batches_since_backup += batch - self._last_batch
+        self._last_batch = batch
+        if self._batches_since_backup >= self.save_freq:
+            self._batches_since_backup = 0
+            self._save(self._epoch, batches_done=batch + 1)
+
     def on_epoch_end(self, epoch, logs=None):
-        self._save(epoch + 1)
+        if self.save_freq is not False:
+            self._save(epoch + 1, batches_done=0)
 
     def on_train_end(self, logs=None):
-        if self.delete_checkpoint and os.path.isdir(self.backup_dir):
+        if self.delete_checkpoint and is_writer() and os.path.isdir(self.backup_dir):
             shutil.rmtree(self.backup_dir)
 
     def latest_epoch(self) -> int | None:
@@ -107,17 +177,28 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         manifest = self._newest_intact_backup(warn=False)
         return None if manifest is None else manifest["epoch"]
 
-    def _save(self, next_epoch: int) -> None:
+    def _save(self, epoch: int, batches_done: int) -> None:
+        # In a multi-process job process 0 writes the backup and the others
+        # wait until it is complete: every process then agrees on it.
+        if is_writer():
+            with this_process_only():
+                self._write(epoch, batches_done)
+        barrier("keras_transfer.SafeBackupAndRestore")
+
+    def _write(self, epoch: int, batches_done: int) -> None:
+        """Writes a backup that resumes at `epoch`, whose weights have seen
+        `batches_done` of that epoch's batches."""
         os.makedirs(self.backup_dir, exist_ok=True)
-        numbers = self._backup_numbers()
-        number = (numbers[-1] + 1) if numbers else 0
+        existing = self._backup_numbers()
+        number = (existing[-1] + 1) if existing else 0
         weights_path = self._weights_path(number)
         self.model.save_weights(weights_path, overwrite=True)
         _flush_to_disk(weights_path)
         manifest = {
             "format": _FORMAT,
             "number": number,
-            "epoch": next_epoch,
+            "epoch": epoch,
+            "batches_done": batches_done,
             "weights_sha256": _sha256(weights_path),
         }
         manifest_path = self._manifest_path(number)
@@ -182,6 +263,8 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def get_config(self):
         return {
             "backup_dir": self.backup_dir,
+            "save_freq": self.save_freq,
+            "double_checkpoint": self.double_checkpoint,
             "delete_checkpoint": self.delete_checkpoint,
             "keep": self.keep,
         }
@@ -189,6 +272,28 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _check_save_freq(save_freq):
+    """`"epoch"`, `False` or an integer >= 1, else a ValueError as in Keras."""
+    if save_freq == "epoch" and isinstance(save_freq, str):
+        return save_freq
+    if save_freq is False:
+        return False
+    is_integer = not isinstance(save_freq, bool) and isinstance(save_freq, numbers.Integral)
+    if not is_integer or save_freq < 1:
+        raise ValueError(
+            f'Invalid value for `save_freq`: {save_freq!r}. Pass "epoch" to back up at '
+            "every epoch end, an integer N >= 1 to back up every N batches, or False "
+            "to only restore."
+        )
+    return int(save_freq)
+
+
+def _check_flag(value, name: str) -> bool:
+    if value not in (True, False):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def _sha256(path: str) -> str:

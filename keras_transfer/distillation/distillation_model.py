@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_transfer._checks import check_number
 from keras_transfer._keras_internals import losses as keras_losses
+from keras_transfer._keras_internals.distribute import refuse_multi_worker_strategy
 from keras_transfer.distillation.feature_matching import (
     feature_extractor,
     feature_loss,
@@ -224,6 +225,10 @@ class DistillationModel(keras.Model):
             outputs, features = self._extractors.teacher(teacher_x, training=False)
             features = ops.stop_gradient(features)
         return ops.stop_gradient(outputs), features
+
+    def compile(self, *args, **kwargs):
+        refuse_multi_worker_strategy("kt.DistillationModel", self)
+        super().compile(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         labels, cached = _unpack_targets(y)

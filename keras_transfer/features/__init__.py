@@ -1,3 +1,5 @@
 from keras_transfer.features.feature_cache import FeatureCache
+from keras_transfer.features.prefix_cache import PrefixCache
+from keras_transfer.features.process_shard import process_shard
 
-__all__ = ["FeatureCache"]
+__all__ = ["FeatureCache", "PrefixCache", "process_shard"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
+import math
 
 import keras
-import numpy as np
 
 from keras_transfer._checks import check_integer
 from keras_transfer._keras_internals.layers import call_outputs
+from keras_transfer.features._sink import Sink, cache_file_prefix
 from keras_transfer.features.pipeline import (
     augmentation_layers,
     is_dataset,
@@ -102,14 +101,20 @@ class FeatureCache:
                 _check_dataset_is_deterministic(x)
             elif not len(keras.tree.flatten(x)[0]):
                 raise ValueError(_NO_EXAMPLES)
-            sink = _Sink(self.directory, index=len(self._extracted))
+            sink = Sink(
+                self.directory,
+                cache_file_prefix(len(self._extracted)),
+                memory_limit_bytes=math.inf if self.directory is None else 0,
+                disk_limit_bytes=math.inf,
+            )
             for inputs, labels in numpy_batches(x, y, self.batch_size):
                 self._pass_size = max(self._pass_size, len(keras.tree.flatten(inputs)[0]))
-                sink.add(predict_padded(self.extractor, inputs, self._pass_size), labels)
+                features = predict_padded(self.extractor, inputs, self._pass_size)
+                sink.add(features=features, labels=labels)
             if "features" not in sink.structure:
                 raise ValueError(_NO_EXAMPLES)
             # Keep x and y alive so that their ids stay theirs.
-            self._extracted[key] = (x, y, *sink.result())
+            self._extracted[key] = (x, y, sink.get("features"), sink.get("labels"))
         return self._extracted[key][2:]
 
     def fit(self, x, y=None, validation_data=None, **fit_kwargs) -> keras.callbacks.History:
@@ -220,52 +225,3 @@ _NO_EXAMPLES = (
     "FeatureCache got no examples to run the backbone on: the data is empty. "
     "Check how it was loaded or filtered."
 )
-
-
-class _Sink:
-    """Collects feature and label batches in memory, or streams them to disk."""
-
-    def __init__(self, directory, index: int):
-        self.directory = None if directory is None else pathlib.Path(directory)
-        self.prefix = f"cache_{os.getpid()}_{index}"
-        self.parts = {"features": [], "labels": []}
-        self.structure = {}
-        self.files: dict = {}
-
-    def add(self, features, labels):
-        self._add("features", features)
-        if labels is not None:
-            self._add("labels", labels)
-
-    def result(self):
-        return self._result("features"), self._result("labels")
-
-    def _add(self, kind, structure):
-        self.structure[kind] = structure
-        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(structure)]
-        if self.directory is None:
-            self.parts[kind].append(leaves)
-            return
-        for position, leaf in enumerate(leaves):
-            name = f"{self.prefix}_{kind}_{position}"
-            if name not in self.files:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self.files[name] = [open(self.directory / f"{name}.bin", "wb"), leaf, 0]
-            handle, _, rows = self.files[name]
-            handle.write(np.ascontiguousarray(leaf).tobytes())
-            self.files[name][2] = rows + len(leaf)
-
-    def _result(self, kind):
-        if kind not in self.structure:
-            return None
-        if self.directory is None:
-            leaves = [np.concatenate(column, axis=0) for column in zip(*self.parts[kind])]
-        else:
-            leaves = [self._memmap(name) for name in self.files if f"_{kind}_" in name]
-        return keras.tree.pack_sequence_as(self.structure[kind], leaves)
-
-    def _memmap(self, name):
-        handle, example, rows = self.files[name]
-        handle.close()
-        shape = (rows, *example.shape[1:])
-        return np.memmap(self.directory / f"{name}.bin", dtype=example.dtype, mode="r", shape=shape)

@@ -12,6 +12,7 @@ from keras_transfer.features import FeatureCache
 from keras_transfer.finetune import classifier, report
 from keras_transfer.finetune.data import LabelledData, read_images, split_validation
 from keras_transfer.freezing import FreezeSchedule
+from keras_transfer.lora import enable_lora, merge_lora
 from keras_transfer.optimizers import DiscriminativeLR
 
 _TOKENIZE_BATCH = 256
@@ -64,6 +65,7 @@ def finetune(
     validation_fraction: float = 0.2,
     seed: int = 0,
     verbose: int = 1,
+    lora_rank: int | None = None,
 ) -> FinetuneResult:
     """Trains a classifier on a pretrained backbone in two phases, then exports it.
 
@@ -71,7 +73,9 @@ def finetune(
        features through `kt.FeatureCache` (the backbone runs once).
     2. `kt.FreezeSchedule` unfreezes groups from the top over `epochs`
        epochs, all of them in the last, with `kt.DiscriminativeLR` (each
-       group's rate is the one above's divided by `decay`) on AdamW.
+       group's rate is the one above's divided by `decay`) on AdamW. In each
+       stage the frozen groups run once over the data, in inference mode,
+       and the stage trains on their cached outputs (`cache_frozen=True`).
 
     Validation accuracy is measured on a stratified `validation_fraction` of
     the data. With `export_dir`, writes `saved_model/` (raw inputs in:
@@ -97,11 +101,18 @@ def finetune(
         validation_fraction: share of each class held out. Defaults to 0.2.
         seed: seed of the split, initialisation and shuffling. Defaults to 0.
         verbose: 1 shows Keras progress bars, 2 one line an epoch, 0 nothing.
+        lora_rank: with a rank, phase 2 trains LoRA factors of that rank
+            (`kt.enable_lora`) instead of the backbone's weights, unfreezing
+            them from the top the same way; they are merged into the kernels
+            (`kt.merge_lora`) before the model is returned and exported.
+            Defaults to `None`: full fine-tuning.
 
     Returns:
         A `kt.FinetuneResult`.
     """
     _check_positive(head_epochs=head_epochs, epochs=epochs, batch_size=batch_size)
+    if lora_rank is not None:
+        _check_positive(lora_rank=lora_rank)
     if export_dir is not None:
         report.check_can_export()
     keras.utils.set_random_seed(seed)
@@ -120,7 +131,15 @@ def finetune(
     # agreement); predicting again would only trace another function.
     head_accuracy = float(head_history.history["val_accuracy"][-1])
     tune_history, schedule = _fine_tune(
-        model, train_data, validation_data, epochs, batch_size, learning_rate, decay, verbose
+        model,
+        train_data,
+        validation_data,
+        epochs,
+        batch_size,
+        learning_rate,
+        decay,
+        verbose,
+        lora_rank,
     )
     result = FinetuneResult(
         model=model,
@@ -239,21 +258,30 @@ def _train_head(model, train_data, validation_data, epochs, batch_size, learning
     )
 
 
-def _fine_tune(model, train_data, validation_data, epochs, batch_size, lr, decay, verbose):
+def _fine_tune(
+    model, train_data, validation_data, epochs, batch_size, lr, decay, verbose, lora_rank
+):
     model.get_layer(classifier.ENCODER_NAME).trainable = True
     plan = classifier.groups_that_train(model)
+    if lora_rank is not None:
+        summary = enable_lora(plan, rank=lora_rank)
+        if verbose:
+            print(summary)
+        plan = classifier.groups_that_train(model)  # Again, to hold the factors.
     optimizer = DiscriminativeLR(keras.optimizers.AdamW(lr, weight_decay=0.01), plan, decay=decay)
     _compile(model, optimizer)
     schedule = classifier.spread_schedule(len(plan), epochs)
-    callback = FreezeSchedule(plan, schedule, verbose=int(verbose > 0))
-    history = model.fit(
+    # Each stage's frozen groups run once over the data, not at every step.
+    stages = FreezeSchedule(plan, schedule, verbose=int(verbose > 0), cache_frozen=True)
+    history = stages.fit(
         *train_data,
         validation_data=validation_data,
         epochs=epochs,
         batch_size=batch_size,
-        callbacks=[callback],
         verbose=verbose,
     )
+    if lora_rank is not None:
+        merge_lora(model)
     return history, schedule
 
 

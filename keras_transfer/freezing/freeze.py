@@ -13,7 +13,12 @@ from keras_transfer.freezing.trainable_set import (
 )
 from keras_transfer.groups import LayerGroup, LayerGroupPlan, layer_groups
 from keras_transfer.groups.layer_group import check_same_groups
-from keras_transfer.groups.layer_variables import fixed_layers, trainable_capable_weights
+from keras_transfer.groups.layer_variables import (
+    fixed_layers,
+    frozen_by_lora,
+    holds_lora,
+    trainable_capable_weights,
+)
 
 ALL = "all"
 
@@ -104,22 +109,33 @@ def resolve_group_count(trainable_groups: int | str, num_groups: int) -> int:
 def set_trainable_groups(model, groups, count: int, freeze_batchnorm: bool) -> None:
     """Makes the top `count` groups trainable and keeps a compiled model's
     optimizer and train function in step."""
+    first_trainable = len(groups) - count
+    flags = [index >= first_trainable for index in range(len(groups))]
+    set_group_trainability(model, groups, flags, freeze_batchnorm)
+
+
+def set_group_trainability(model, groups, trainable, freeze_batchnorm: bool) -> None:
+    """Makes each group trainable or frozen, one flag per group, and keeps a
+    compiled model's optimizer and train function in step.
+
+    A trainable group that holds LoRA trains only its LoRA factors (see
+    `keras_transfer.groups.layer_variables.frozen_by_lora`).
+    """
     # The trainable/non-trainable split is about to change: a JAX fit's
     # pending values must be in the variables first.
     sync_jax_state(model)
     model.trainable = True
     for layer in fixed_layers(model):
         layer.trainable = False
-    first_trainable = len(groups) - count
-    for index, group in enumerate(groups):
-        _set_group_trainable(group, index >= first_trainable, freeze_batchnorm)
+    for group, flag in zip(groups, trainable):
+        _set_group_trainable(group, flag, freeze_batchnorm)
     if not model.trainable_weights:
         raise ValueError(
             f"After freezing, model '{model.name}' has no trainable weights "
             "(the trainable groups hold only frozen BatchNormalization layers). "
             "Make more groups trainable or pass `freeze_batchnorm=False`."
         )
-    _sync_compiled_model(model)
+    _sync_compiled_model(model, groups)
 
 
 def _set_group_trainable(group: LayerGroup, trainable: bool, freeze_batchnorm: bool) -> None:
@@ -133,13 +149,37 @@ def _set_group_trainable(group: LayerGroup, trainable: bool, freeze_batchnorm: b
             for sublayer in flatten_layers(layer, include_self=True):
                 if isinstance(sublayer, keras.layers.BatchNormalization):
                     sublayer.trainable = False
+    if trainable:
+        _train_lora_factors_only(group.layers)
 
 
-def _sync_compiled_model(model) -> None:
+def _train_lora_factors_only(layers) -> None:
+    """In a group holding LoRA, freezes all but the factors: whole sublayers
+    without LoRA (so a BatchNormalization runs in inference mode), and the
+    base kernels and biases of the layers with it."""
+    held = frozen_by_lora(layers)
+    if not held:
+        return
+    for layer in layers:
+        for sublayer in flatten_layers(layer, include_self=True):
+            if not holds_lora(sublayer):
+                sublayer.trainable = False
+    for variable in held:
+        variable.trainable = False
+
+
+def trainable_capable_under(model, groups) -> list:
+    """The variables of `model` that may ever train with these groups: its
+    trainable-capable weights less those LoRA keeps frozen."""
+    held = {id(v) for group in groups for v in frozen_by_lora(group.layers)}
+    return [v for v in trainable_capable_weights(model) if id(v) not in held]
+
+
+def _sync_compiled_model(model, groups) -> None:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return
-    track_variables(optimizer, trainable_capable_weights(model))
+    track_variables(optimizer, trainable_capable_under(model, groups))
     follow_trainable(optimizer, model.trainable_variables)
     if getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)

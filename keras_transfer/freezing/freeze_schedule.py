@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import keras
 
-from keras_transfer._checks import check_integer
+from keras_transfer._checks import check_integer, check_number
+from keras_transfer._keras_internals.distribute import refuse_multi_worker_strategy
 from keras_transfer.freezing.freeze import (
     ALL,
     check_optimizer_agrees,
     resolve_group_count,
     set_trainable_groups,
+    trainable_capable_under,
 )
 from keras_transfer.freezing.trainable_set import track_variables
 from keras_transfer.groups import LayerGroupPlan, layer_groups
 from keras_transfer.groups.layer_groups import groups_config
-from keras_transfer.groups.layer_variables import count_params, trainable_capable_weights
+from keras_transfer.groups.layer_variables import count_params
 
 _UNITS = ("epoch", "step")
 
@@ -37,6 +42,23 @@ class FreezeSchedule(keras.callbacks.Callback):
     parameters is added to the epoch logs as `trainable_params` (so it reaches
     `History`, the progress bar and TensorBoard).
 
+    With `cache_frozen=True`, train through `schedule.fit(x, y, ...)` (the
+    arguments of `Model.fit`): at the start of each stage the model is cut
+    where its frozen groups end (inside a nested KerasHub backbone too), the
+    frozen part runs once over the training and validation data in inference
+    mode (dropout off, BatchNormalization on its moving statistics, which is
+    what frozen means here), and the stage's epochs train the rest on the
+    cached activations, with the same optimizer, batches, shuffling and
+    validation; the next stage cuts again. The cache stays in memory up to
+    `cache_memory_limit_mb`, then goes to memory-mapped files. Callbacks see
+    the whole model, so `kt.SafeBackupAndRestore` resumes in the right stage
+    and rebuilds its cache. Where a cache cannot apply (random augmentation
+    before a frozen layer, a generator, a dataset that draws random numbers,
+    `unit="step"`, a subclassed model, more activations than the limits
+    allow) a one-line warning says why and training goes on uncached. A
+    caching schedule given to a plain `model.fit` as a callback cannot change
+    the data that `fit` iterates: it warns and trains uncached.
+
     Args:
         model: the model being trained, or its `kt.layer_groups` plan (the
             same plan given to `kt.DiscriminativeLR`, so both use one set of
@@ -53,6 +75,15 @@ class FreezeSchedule(keras.callbacks.Callback):
         freeze_batchnorm: keep `BatchNormalization` layers in inference mode
             even once their group is unfrozen. Defaults to `True`.
         verbose: 1 (default) announces each stage change; 0 is silent.
+        cache_frozen: in `fit`, run each stage's frozen groups once and train
+            on their cached outputs. Defaults to `False`.
+        cache_dir: folder for cached activations past the memory limit;
+            defaults to `kt.cache_dir("prefix_cache")`. Deleted after each
+            stage.
+        cache_memory_limit_mb: megabytes of activations (training plus
+            validation) kept in memory. Defaults to 2048.
+        cache_disk_limit_mb: megabytes allowed on disk; `None` (default)
+            allows 90 % of the disk's free space.
 
     Example:
 
@@ -71,6 +102,10 @@ class FreezeSchedule(keras.callbacks.Callback):
     ... )
     >>> history.history["trainable_params"]
     [9.0, 49.0]
+    >>> stages = kt.FreezeSchedule(model, {0: 1, 1: "all"}, cache_frozen=True, verbose=0)
+    >>> history = stages.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=2, verbose=0)
+    >>> history.history["trainable_params"]
+    [9.0, 49.0]
     """
 
     def __init__(
@@ -81,6 +116,10 @@ class FreezeSchedule(keras.callbacks.Callback):
         groups=None,
         freeze_batchnorm: bool = True,
         verbose: int = 1,
+        cache_frozen: bool = False,
+        cache_dir: str | None = None,
+        cache_memory_limit_mb: float = 2048,
+        cache_disk_limit_mb: float | None = None,
     ):
         super().__init__()
         if schedule is None:
@@ -98,6 +137,17 @@ class FreezeSchedule(keras.callbacks.Callback):
         self.groups = groups
         self.freeze_batchnorm = freeze_batchnorm
         self.verbose = verbose
+        self.cache_frozen = _check_flag(cache_frozen, "cache_frozen")
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self.cache_memory_limit_mb = check_number(
+            cache_memory_limit_mb, "cache_memory_limit_mb", "megabytes", low=0, allow_inf=True
+        )
+        self.cache_disk_limit_mb = cache_disk_limit_mb
+        if cache_disk_limit_mb is not None:
+            check_number(
+                cache_disk_limit_mb, "cache_disk_limit_mb", "megabytes", low=0, allow_inf=True
+            )
+        self._fitting = False  # True while `fit` drives the stages.
         self._groups: LayerGroupPlan | None = None
         self._grouped_model = None
         self._stage_count: int | None = None
@@ -133,6 +183,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         return cls(model, schedule, **kwargs)
 
     def set_model(self, model):
+        refuse_multi_worker_strategy("kt.FreezeSchedule", model)
         if model is not self._grouped_model:
             self._groups = None  # Groups belong to the model they came from.
             self._grouped_model = model
@@ -141,6 +192,8 @@ class FreezeSchedule(keras.callbacks.Callback):
             self._prepare()
 
     def on_train_begin(self, logs=None):
+        if self.cache_frozen and not self._fitting:
+            warnings.warn(_PLAIN_FIT_CANNOT_CACHE, stacklevel=2)
         self._prepare()
         self._stage_count = None
 
@@ -150,7 +203,7 @@ class FreezeSchedule(keras.callbacks.Callback):
         if optimizer is not None:
             # Slots for every variable that will ever train exist before the
             # first freeze, and before BackupAndRestore restores into them.
-            track_variables(optimizer, trainable_capable_weights(self.model))
+            track_variables(optimizer, trainable_capable_under(self.model, self._groups))
             check_optimizer_agrees(self.model, self._groups, "FreezeSchedule")
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -183,6 +236,59 @@ class FreezeSchedule(keras.callbacks.Callback):
         start = max(key for key in self.schedule if key <= position)
         return self.schedule[start]
 
+    def fit(
+        self, x=None, y=None, validation_data=None, epochs: int = 1, callbacks=None, **fit_kwargs
+    ) -> keras.callbacks.History:
+        """Trains the model through the schedule's stages; returns the `History`.
+
+        With `cache_frozen=True`, each stage's frozen layers run once over the
+        data and the stage's epochs train the rest on their cached outputs
+        (see the class docstring); otherwise this is `model.fit` with the
+        schedule among the callbacks. The arguments are `Model.fit`'s; the
+        schedule itself need not be in `callbacks`.
+        """
+        if self._grouped_model is None:
+            raise ValueError(
+                "FreezeSchedule.fit trains the schedule's model: create the schedule "
+                "with it, `kt.FreezeSchedule(model, schedule)`."
+            )
+        model = self._grouped_model
+        others = [callback for callback in (callbacks or []) if callback is not self]
+        if not self.cache_frozen:
+            return model.fit(
+                x,
+                y,
+                validation_data=validation_data,
+                epochs=epochs,
+                callbacks=[self, *others],
+                **fit_kwargs,
+            )
+        # `features` is a floor above `freezing` (it builds on freezing's
+        # rules): imported here, when asked for, so no import cycle forms.
+        from keras_transfer.features.prefix_cache import fit_in_stages
+
+        self._fitting = True
+        try:
+            return fit_in_stages(
+                self,
+                x,
+                y,
+                validation_data=validation_data,
+                epochs=epochs,
+                callbacks=others,
+                **fit_kwargs,
+            )
+        finally:
+            self._fitting = False
+
+    @property
+    def plan(self) -> LayerGroupPlan:
+        """The layer groups the schedule counts, resolved on its model."""
+        if self._grouped_model is None:
+            raise ValueError("This FreezeSchedule has no model yet; it gets one in `fit`.")
+        self._resolve_groups()
+        return self._groups
+
     def get_config(self):
         return {
             "schedule": {str(key): value for key, value in self.schedule.items()},
@@ -190,6 +296,10 @@ class FreezeSchedule(keras.callbacks.Callback):
             "groups": groups_config(self.groups),
             "freeze_batchnorm": self.freeze_batchnorm,
             "verbose": self.verbose,
+            "cache_frozen": self.cache_frozen,
+            "cache_dir": self.cache_dir,
+            "cache_memory_limit_mb": self.cache_memory_limit_mb,
+            "cache_disk_limit_mb": self.cache_disk_limit_mb,
         }
 
     @classmethod
@@ -269,3 +379,16 @@ def _require_several_groups(num_groups: int):
             "(one layer-name regex per group, input to output), or wrap the "
             "backbone and head as separate layers."
         )
+
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+_PLAIN_FIT_CANNOT_CACHE = (
+    "FreezeSchedule(cache_frozen=True) is a callback of a plain `model.fit` here, which "
+    "cannot change the data it iterates, so nothing is cached: call `schedule.fit(x, y, "
+    "...)` instead to train each stage on its frozen layers' cached outputs."
+)

@@ -8,6 +8,7 @@ import weakref
 import keras
 
 from keras_transfer._checks import is_finite_number
+from keras_transfer._keras_internals.distribute import refuse_multi_worker_strategy
 from keras_transfer._keras_internals.optimizers import (
     GroupedUpdateOptimizer,
     configured_learning_rate,
@@ -116,6 +117,7 @@ class DiscriminativeLR(GroupedUpdateOptimizer):
         settings = _take_over_settings(optimizer, kwargs)
         super().__init__(name=name or f"discriminative_{optimizer.name}", **settings)
         _check_same_strategy(optimizer, self)
+        refuse_multi_worker_strategy("kt.DiscriminativeLR", self)
         for setting, off in _TAKEN_OVER.items():
             setattr(optimizer, setting, off)
         self.inner_optimizer = optimizer

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 
 from keras_transfer._keras_internals.layers import (
+    attach_state,
     build_at_init,
     call_outputs,
+    detach_state,
     flatten_layers,
+    lora_base_variable,
+    own_weights,
     track_variable,
     trainable_capable_variables,
 )
@@ -116,3 +120,102 @@ def test_multi_output_calls_are_flattened():
     split = keras.Model(inputs, parts)
     (outputs,) = call_outputs(split.get_layer("split"))
     assert [tuple(tensor.shape) for tensor in outputs] == [(None, 2), (None, 2)]
+
+
+class StateHolder(keras.layers.Layer):
+    """A layer outside any computation, with a weight, and a metric."""
+
+    def __init__(self):
+        super().__init__(name="holder")
+        self.anchor = self.add_weight(shape=(2,), initializer="ones", trainable=False)
+        self.built = True
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def built_models():
+    inputs = keras.Input((3,))
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    called = keras.Sequential([keras.layers.Dense(2)])
+    called(np.zeros((1, 3)))
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 3)))  # Built, so its state is locked.
+    return [functional, sequential, called, subclassed]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_attach_state_adds_weights_and_a_metric_outside_the_computation(index, tmp_path):
+    model = built_models()[index]
+    weights, layers = list(model.weights), list(model.layers)
+    holder, metric = StateHolder(), keras.metrics.Mean(name="extra")
+    attach_state(model, "extra_state", holder)
+    attach_state(model, "extra_metric", metric)
+    assert set(map(id, weights)) < set(map(id, model.weights))
+    assert holder.anchor in model.non_trainable_weights
+    assert [m.name for m in model.metrics].count("extra") == 1
+    if not isinstance(model, Subclassed):  # A subclassed model lists its attributes.
+        assert model.layers == layers
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)
+    # Saving finds the holder under its attribute name, and loading into a
+    # model holding the same layer there restores it.
+    path = str(tmp_path / "model.weights.h5")
+    holder.anchor.assign([5.0, 6.0])
+    model.save_weights(path)
+    holder.anchor.assign([0.0, 0.0])
+    model.load_weights(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(holder.anchor), [5.0, 6.0])
+    detach_state(model, "extra_state", holder)
+    detach_state(model, "extra_metric", metric)
+    assert [id(v) for v in model.weights] == [id(v) for v in weights]
+    assert "extra" not in [m.name for m in model.metrics]
+    assert not hasattr(model, "extra_state")
+    if isinstance(model, Subclassed):
+        with pytest.raises(ValueError, match="already built"):
+            model.late = keras.layers.Dense(1)  # Locked again.
+
+
+def test_own_weights_leave_out_sublayers_and_keep_non_trainable_ones():
+    holder = Holder()
+    keras.Sequential([keras.Input((3,)), holder])
+    assert own_weights(holder) == []
+    norm = keras.layers.BatchNormalization()
+    norm.build((None, 3))
+    names = ["gamma", "beta", "moving_mean", "moving_variance"]
+    assert [v.name for v in own_weights(norm)] == names
+
+
+@pytest.mark.parametrize(
+    "make_layer, shape, merged",
+    [
+        (lambda: keras.layers.Dense(3), (None, 4), "kernel"),
+        (lambda: keras.layers.EinsumDense("ab,bc->ac", output_shape=3), (None, 4), "kernel"),
+        (lambda: keras.layers.Conv1D(3, 2), (None, 5, 4), "kernel"),
+        (lambda: keras.layers.Embedding(5, 3), (None, 2), "embeddings"),
+    ],
+)
+def test_lora_base_variable_is_what_the_public_property_adds_the_update_to(
+    make_layer, shape, merged
+):
+    layer = make_layer()
+    layer.build(shape)
+    layer.enable_lora(2)
+    base = lora_base_variable(layer)
+    assert isinstance(base, keras.Variable) and not base.trainable
+    prefix = "lora_embeddings" if merged == "embeddings" else "lora_kernel"
+    factor_a, factor_b = getattr(layer, f"{prefix}_a"), getattr(layer, f"{prefix}_b")
+    factor_b.assign(np.ones(factor_b.shape, "float32"))
+    update = keras.ops.convert_to_numpy(keras.ops.matmul(factor_a, factor_b))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(getattr(layer, merged)),
+        keras.ops.convert_to_numpy(base) + update,
+        rtol=1e-6,
+    )

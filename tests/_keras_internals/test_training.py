@@ -4,7 +4,11 @@ import keras
 import numpy as np
 from testing_utils import dense_model, regression_data, values
 
-from keras_transfer._keras_internals.training import set_initial_epoch, sync_jax_state
+from keras_transfer._keras_internals.training import (
+    readable_here,
+    set_initial_epoch,
+    sync_jax_state,
+)
 
 
 class ReadsAfterSyncing(keras.callbacks.Callback):
@@ -52,3 +56,60 @@ def test_set_initial_epoch_in_on_train_begin_resumes_fit_there():
     history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
     assert callback.epochs_run == [2, 3]
     assert len(history.history["loss"]) == 2
+
+
+def test_readable_here_only_outside_a_scope_that_leaves_the_variable_out():
+    variable = keras.Variable(1.0)
+    other = keras.Variable(2.0)
+    assert readable_here(variable)
+    with keras.StatelessScope(state_mapping=[(variable, 3.0)]):
+        assert readable_here(variable)
+        assert not readable_here(other)
+    assert readable_here(other)
+
+
+class AsksForEpoch(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        set_initial_epoch(self.model, 3)
+
+
+def test_take_initial_epoch_reads_a_resume_request_once():
+    from keras_transfer._keras_internals.training import take_initial_epoch
+
+    model = dense_model()
+    assert take_initial_epoch(model) is None
+    callbacks = keras.callbacks.CallbackList([AsksForEpoch()], model=model)
+    callbacks.on_train_begin()
+    assert take_initial_epoch(model) == 3
+    assert take_initial_epoch(model) is None
+    # Cleared, a later `fit` starts where it is told to.
+    model.compile("sgd", "mse")
+    x, y = regression_data()
+    history = model.fit(x, y, epochs=2, verbose=0)
+    assert history.epoch == [0, 1]
+
+
+def test_compile_like_shares_the_optimizer_loss_and_metrics():
+    from keras_transfer._keras_internals.training import compile_like
+
+    x, y = regression_data()
+    source = dense_model()
+    source.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
+    # Another model computing the same outputs: the same layers, from fresh inputs.
+    inputs = keras.Input((6,))
+    hidden = inputs
+    for name in ("a", "b", "head"):
+        hidden = source.get_layer(name)(hidden)
+    twin = keras.Model(inputs, hidden)
+    compile_like(twin, source)
+    assert twin.optimizer is source.optimizer
+    history = twin.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert int(source.optimizer.iterations) == 4
+    # The loss mean and metrics the twin's steps updated are the source's own.
+    results = {m.name: m.result() for m in source.metrics}
+    np.testing.assert_allclose(float(results["loss"]), history["loss"][-1], rtol=1e-6)
+    np.testing.assert_allclose(
+        float(results["compile_metrics"]["mae"]), history["mae"][-1], rtol=1e-6
+    )
+    twin.compile("sgd", "mse")  # Compiling the twin again leaves the source as it was.
+    assert source.optimizer.name.startswith("adam")
