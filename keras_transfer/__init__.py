@@ -20,7 +20,7 @@ from keras_transfer.distillation import (
     cache_teacher_outputs,
 )
 from keras_transfer.export import export_saved_model
-from keras_transfer.features import FeatureCache, PrefixCache, process_shard
+from keras_transfer.features import FeatureCache, process_shard
 from keras_transfer.few_shot import (
     PrototypeHead,
     ZeroShotClassifier,
@@ -65,7 +65,6 @@ __all__ = [
     "MultiTaskModel",
     "NonFiniteGuard",
     "NonFiniteLossError",
-    "PrefixCache",
     "PrototypeHead",
     "SafeBackupAndRestore",
     "ZeroShotClassifier",

@@ -516,6 +516,11 @@ DRAWN = {
         max_skips=draw(st.integers(0, 100)),
         verbose=draw(st.sampled_from([0, 1])),
     ),
+    "PrototypeHead": lambda draw: kt.PrototypeHead(
+        draw(st.integers(2, 20)),
+        scale=draw(_positive(0.1, 50.0)),
+        learnable_scale=draw(st.booleans()),
+    ),
     "SafeBackupAndRestore": lambda draw: kt.SafeBackupAndRestore(
         "backups/" + draw(st.text(string.ascii_letters + "_-", min_size=1, max_size=8)),
         save_freq=draw(st.one_of(st.just("epoch"), st.just(False), st.integers(1, 1000))),
@@ -574,6 +579,12 @@ SKIPPED = {
     "FinetuneResult": "the result of kt.finetune, a plain dataclass",
     "LabelledData": "the data kt.finetune reads, a plain dataclass",
     "NonFiniteLossError": "an exception",
+    "ZeroShotClassifier": "holds a Keras model (.model saves like any model; export() writes a SavedModel)",
+    "BackboneRanking": "the result of kt.rank_backbones, a plain table",
+    "RankedBackbone": "a row of kt.rank_backbones' result, a plain dataclass",
+    "LoraSummary": "the result of kt.enable_lora, a plain summary",
+    "FewShotEpisodes": "the episodes kt.few_shot_episodes draws, plain arrays",
+    "FewShotEpisode": "one episode of kt.few_shot_episodes, plain arrays",
     "L2SP": "a penalty attached to a live model; its state is in the model's weights and "
     "L2SP.load re-attaches it after load_model",
     "EWC": "a penalty attached to a live model; its state is in the model's weights and "

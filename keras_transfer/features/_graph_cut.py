@@ -50,7 +50,7 @@ class GraphCut:
         prefix: the model's inputs (same structure) to the list of tensors
             crossing the cut, in inference mode when cached.
         top: those tensors (one, or a list) to the model's outputs.
-        frozen_layers: names of the frozen layers the prefix runs.
+        frozen_layers: names of the frozen layers the prefix runs, in order.
     """
 
     prefix: keras.Model
@@ -104,7 +104,7 @@ def cut_frozen_prefix(model: keras.Model, plan) -> GraphCut | None:
             f"the cut model names its outputs {top.output_names}, not "
             f"{model.output_names} as '{model.name}' does"
         )
-    names = sorted({call.operation.name for call in frozen})
+    names = list(dict.fromkeys(call.operation.name for call in frozen))
     return GraphCut(prefix_model, top, names)
 
 

@@ -80,6 +80,7 @@ class PrefixCache:
     >>> import numpy as np
     >>> import keras
     >>> import keras_transfer as kt
+    >>> from keras_transfer.features.prefix_cache import PrefixCache
     >>> model = keras.Sequential([
     ...     keras.Input((4,)),
     ...     keras.layers.Dense(8, name="body"),
@@ -87,7 +88,7 @@ class PrefixCache:
     ... ])
     >>> model.compile(optimizer="adam", loss="mse")
     >>> _ = kt.freeze(model, trainable_groups=1)
-    >>> cache = kt.PrefixCache(model, verbose=0)
+    >>> cache = PrefixCache(model, verbose=0)
     >>> cache.frozen_layers, [tuple(t.shape) for t in cache.prefix.outputs]
     (['body'], [(None, 8)])
     >>> history = cache.fit(np.ones((16, 4)), np.ones((16, 1)), epochs=2, verbose=0)
@@ -195,7 +196,8 @@ class PrefixCache:
         held_out = None
         if arguments.get("validation_split"):
             parts, held_out = split_for_validation(parts, arguments.pop("validation_split"))
-        arguments.update(x=CachedBatches(*parts, batch_size, shuffle))
+        # The batches shuffle themselves; Keras would shuffle their order.
+        arguments.update(x=CachedBatches(*parts, batch_size, shuffle), shuffle=False)
         if validation is not None or held_out is not None:
             held_out = validation.parts if validation is not None else held_out
             val_size = (validation.batch_size if validation is not None else None) or (

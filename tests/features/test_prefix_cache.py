@@ -12,6 +12,7 @@ import keras_transfer as kt
 from keras_transfer.features._cached_batches import CachedBatches
 from keras_transfer.features._graph_cut import CutUnsupported
 from keras_transfer.features._sink import CacheTooLarge, MismatchedBatches, Sink
+from keras_transfer.features.prefix_cache import PrefixCache
 
 
 def stack(dropout=0.5, noise=False):
@@ -179,7 +180,7 @@ def test_the_cut_falls_inside_a_kerashub_backbone_carrying_the_padding_mask():
     reference.set_weights(cached.get_weights())
     assert plan.names == ["token_embedding", "transformer_layer_0", "transformer_layer_1", "head"]
     kt.freeze(plan, 2)
-    cache = kt.PrefixCache(cached, plan, verbose=0)
+    cache = PrefixCache(cached, plan, verbose=0)
     assert [tuple(t.shape) for t in cache.prefix.outputs] == [(None, 10, 8), (None, 10)]
     assert cache.prefix.outputs[1].dtype == "bool"
     assert "transformer_layer_0" in cache.frozen_layers
@@ -357,7 +358,7 @@ def test_prefix_cache_trains_the_top_of_a_frozen_model_like_fit():
     cached, reference = same_start(compiled(stack()), compiled(stack(dropout=0.0)))
     for model in (cached, reference):
         kt.freeze(model, trainable_groups=2)
-    cache = kt.PrefixCache(cached, verbose=0)
+    cache = PrefixCache(cached, verbose=0)
     assert cache.frozen_layers == ["a", "b"]
     assert [layer.name for layer in cache.top.layers[1:]] == ["c", "head"]
     keras.utils.set_random_seed(3)
@@ -371,12 +372,12 @@ def test_prefix_cache_trains_the_top_of_a_frozen_model_like_fit():
 def test_prefix_cache_refuses_what_it_cannot_cut():
     model = compiled(stack())
     with pytest.raises(CutUnsupported, match="no layer group of 'stack' is frozen"):
-        kt.PrefixCache(model)
+        PrefixCache(model)
     model.get_layer("b").trainable = False  # `a` trains, and feeds frozen `b`.
     with pytest.raises(ValueError, match=r"trainable layer\(s\) \['a'\] feed frozen layers"):
-        kt.PrefixCache(model)
+        PrefixCache(model)
     with pytest.raises(ValueError, match="call `model.compile"):
-        kt.PrefixCache(stack())
+        PrefixCache(stack())
 
 
 def test_a_keras_mask_crossing_the_cut_is_refused():
@@ -386,7 +387,7 @@ def test_a_keras_mask_crossing_the_cut_is_refused():
     model = compiled(keras.Model(inputs, keras.layers.Dense(1, name="head")(pooled)))
     kt.freeze(model, trainable_groups=2)
     with pytest.raises(CutUnsupported, match="Keras masks ride on"):
-        kt.PrefixCache(model)
+        PrefixCache(model)
 
 
 def test_a_subclassed_model_is_refused():
@@ -404,7 +405,7 @@ def test_a_subclassed_model_is_refused():
     compiled(model)
     kt.freeze(model, 1)
     with pytest.raises(CutUnsupported, match="not a plain Functional or Sequential"):
-        kt.PrefixCache(model)
+        PrefixCache(model)
 
 
 def test_the_sink_moves_to_disk_past_its_memory_limit(tmp_path):

@@ -2,9 +2,10 @@
 
 import keras
 import numpy as np
-from testing_utils import dense_model, regression_data, tiny_bert, values
+from testing_utils import dense_model, tiny_bert, values
 
 import keras_transfer as kt
+from keras_transfer._keras_internals.layers import flatten_layers
 from keras_transfer.groups.layer_variables import lora_factors
 
 
@@ -19,7 +20,7 @@ def lora_dense_model(rank=2, alpha=None, name="model", **kwargs):
 
 def perturb_factors(model, seed=1, scale=0.3):
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    for layer in flatten_layers(model):
         if getattr(layer, "lora_enabled", False):
             for name in ("lora_kernel_b", "lora_embeddings_b"):
                 factor = getattr(layer, name, None)
@@ -56,6 +57,3 @@ def snapshot(model):
 def changed_paths(before, model):
     after = snapshot(model)
     return sorted(path for path in before if not np.array_equal(before[path], after[path]))
-
-
-__all__ = ["regression_data", "values"]

@@ -12,12 +12,11 @@ from lora.lora_testing import (
 from testing_utils import dense_model, regression_data, values
 
 import keras_transfer as kt
+from keras_transfer._keras_internals.layers import flatten_layers
 
 
 def lora_names(model):
-    return [
-        layer.name for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)
-    ]
+    return [layer.name for layer in flatten_layers(model) if getattr(layer, "lora_enabled", False)]
 
 
 def test_lora_goes_into_every_group_but_the_head_and_only_it_trains():

@@ -5,10 +5,11 @@ from lora.lora_testing import bert_batch, bert_classifier, lora_dense_model, per
 from testing_utils import dense_model, regression_data, values
 
 import keras_transfer as kt
+from keras_transfer._keras_internals.layers import flatten_layers
 
 
 def lora_flags(model):
-    return [getattr(layer, "lora_enabled", False) for layer in model._flatten_layers()]
+    return [getattr(layer, "lora_enabled", False) for layer in flatten_layers(model)]
 
 
 def test_merging_keeps_the_outputs_and_leaves_a_plain_model(tmp_path):
