@@ -78,3 +78,19 @@ def refreshed_plan(plan: LayerGroupPlan) -> LayerGroupPlan:
         LayerGroup(group.name, group.layers) if group.owns_whole_layers else group for group in plan
     ]
     return LayerGroupPlan(groups, model)
+
+
+def retrace(model) -> None:
+    """Makes `model`, and every model inside it, trace its compiled train,
+    test and predict functions again at their next use.
+
+    A traced function keeps what it saw: on TensorFlow, a layer's LoRA
+    branch (on or off) and the factor variables it captured. Turning LoRA on
+    or off must therefore trace them again, as a change of trainable
+    variables must.
+    """
+    for layer in unique_layers(flatten_layers(model)):
+        if isinstance(layer, keras.Model):
+            for kind in ("train", "test", "predict"):
+                if getattr(layer, f"{kind}_function", None) is not None:
+                    getattr(layer, f"make_{kind}_function")(force=True)

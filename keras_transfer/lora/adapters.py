@@ -19,6 +19,7 @@ from keras_transfer.lora._lora_layers import (
     layer_path,
     lora_capable,
     lora_layers,
+    retrace,
     train_lora,
     unique_layers,
 )
@@ -147,6 +148,7 @@ def load_adapters(model: keras.Model, path: str | os.PathLike) -> None:
         variable.assign(arrays[f"v{index}"])
     if to_enable:
         train_lora(model, layer_groups(model))
+        retrace(model)
 
 
 def _adapter_variables(model) -> list:

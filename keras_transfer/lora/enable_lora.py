@@ -17,6 +17,7 @@ from keras_transfer.lora._lora_layers import (
     lora_layers,
     owns_weights,
     refreshed_plan,
+    retrace,
     train_lora,
     unique_layers,
     why_skipped,
@@ -104,6 +105,7 @@ def enable_lora(
         layer.enable_lora(rank, lora_alpha=alpha)
     plan = refreshed_plan(plan)
     train_lora(model, plan)
+    retrace(model)
     return _summary(model, plan, chosen, skipped, rank)
 
 

@@ -7,7 +7,7 @@ import keras
 from keras_transfer._keras_internals.layers import lora_base_variable
 from keras_transfer._keras_internals.training import sync_jax_state
 from keras_transfer.groups.layer_variables import LORA_FACTOR_ATTRIBUTES
-from keras_transfer.lora._lora_layers import layer_path, lora_layers
+from keras_transfer.lora._lora_layers import layer_path, lora_layers, retrace
 
 
 def merge_lora(model: keras.Model) -> None:
@@ -62,6 +62,7 @@ def merge_lora(model: keras.Model) -> None:
     sync_jax_state(model)
     for layer in layers:
         _merge(layer)
+    retrace(model)
 
 
 def _merge(layer) -> None:

@@ -28,7 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-import multi_process
+# Run as a script by the launcher, and imported by pytest's doctest collection:
+# either way the launcher module beside it must be importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import multi_process  # noqa: E402
 
 if multi_process.in_job():
     PROCESS_ID, NUM_PROCESSES = multi_process.initialize()

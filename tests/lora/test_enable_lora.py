@@ -234,3 +234,15 @@ def test_an_unbuilt_model_is_refused():
     model = keras.Sequential([keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="not built"):
         kt.enable_lora(model)
+
+
+def test_a_model_that_predicted_before_predicts_with_lora_after():
+    model = dense_model()
+    x, _ = regression_data(4)
+    model.predict(x, verbose=0)  # Traces the predict function without LoRA.
+    kt.enable_lora(model, rank=2, groups="a")
+    perturb_factors(model)
+    reference = keras.Model(model.input, model.output)  # Never traced.
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-6
+    )
