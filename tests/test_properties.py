@@ -579,7 +579,9 @@ SKIPPED = {
     "FinetuneResult": "the result of kt.finetune, a plain dataclass",
     "LabelledData": "the data kt.finetune reads, a plain dataclass",
     "NonFiniteLossError": "an exception",
-    "ZeroShotClassifier": "holds a Keras model (.model saves like any model; export() writes a SavedModel)",
+    "ZeroShotClassifier": (
+        "holds a Keras model (.model saves like any model; export() writes a SavedModel)"
+    ),
     "BackboneRanking": "the result of kt.rank_backbones, a plain table",
     "RankedBackbone": "a row of kt.rank_backbones' result, a plain dataclass",
     "LoraSummary": "the result of kt.enable_lora, a plain summary",

@@ -12,6 +12,7 @@ from keras_transfer._keras_internals.losses import (
     scale_loss_for_distribution,
     unscale_loss_for_distribution,
 )
+from keras_transfer._model_inputs import known_input_shape, plain_inputs
 from keras_transfer.adaptation.domain_confusion_loss import DomainConfusionLoss, domain_accuracy
 from keras_transfer.adaptation.gradient_reversal import check_strength, reverse_gradient
 
@@ -127,6 +128,9 @@ class DomainAdaptationModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Checked here, not in an overridden `compile`: Keras' `load_model` skips
+        # compiling a model whose class overrides `compile`.
+        refuse_multi_worker_strategy("kt.DomainAdaptationModel", self)
         if adaptation_loss is None:
             adaptation_loss = DomainConfusionLoss()
         _check_arguments(feature_extractor, task_head, domain_head, adaptation_loss)
@@ -148,7 +152,7 @@ class DomainAdaptationModel(keras.Model):
             keras.metrics.Mean(name="domain_accuracy") if domain_head is not None else None
         )
         self._source_shape = None
-        known_input = _known_input_shape(feature_extractor)
+        known_input = known_input_shape(feature_extractor)
         if known_input is not None:
             # Built now, `kt.layer_groups`, `FreezeSchedule` and
             # `DiscriminativeLR` can see every layer before the first `fit`.
@@ -187,10 +191,6 @@ class DomainAdaptationModel(keras.Model):
             "source_features": source_features,
             "target_features": target_features,
         }
-
-    def compile(self, *args, **kwargs):
-        refuse_multi_worker_strategy("kt.DomainAdaptationModel", self)
-        super().compile(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         _check_task_loss(getattr(self, "loss", None))
@@ -270,7 +270,7 @@ class DomainAdaptationModel(keras.Model):
                 f"Model '{self.name}' is not built, so its input shape is unknown. Train "
                 "it, or call it on a batch, before asking for its serving model."
             )
-        inputs = _serving_inputs(self.feature_extractor, self._source_shape, self.input_dtype)
+        inputs = plain_inputs(self.feature_extractor, self._source_shape, self.input_dtype)
         outputs = self.task_head(self.feature_extractor(inputs))
         return keras.Model(inputs, outputs, name=f"{self.name}_serving")
 
@@ -389,47 +389,6 @@ def _check_task_loss(loss):
             "`kt.DomainAdaptationModel(..., adaptation_loss=...)`, and `compile` the "
             "task loss."
         )
-
-
-def _known_inputs(layer):
-    """The symbolic inputs of a built Functional or Sequential model, else None."""
-    if not (isinstance(layer, keras.Model) and layer.built):
-        return None
-    if isinstance(layer, keras.Sequential):
-        # Its own `keras.Input`; `input` would be what it was first called on.
-        inputs = getattr(layer, "inputs", None)
-        return inputs[0] if inputs and len(inputs) == 1 else None
-    try:
-        return layer.input  # Functional: the nested structure of inputs.
-    except (AttributeError, ValueError):
-        return None
-
-
-def _known_input_shape(layer):
-    """The input shape of a built Functional or Sequential model, else None."""
-    inputs = _known_inputs(layer)
-    if inputs is None:
-        return None
-    return keras.tree.map_structure(lambda tensor: tuple(tensor.shape), inputs)
-
-
-def _serving_inputs(feature_extractor, source_shape, default_dtype):
-    """`keras.Input`s for one batch of plain inputs of `source_shape`.
-
-    Dtypes (and names) come from the feature extractor's own inputs where it
-    has them (token ids stay integers), else `default_dtype`.
-    """
-    known = _known_inputs(feature_extractor)
-    if known is not None:
-        return keras.tree.map_structure(
-            lambda tensor: keras.Input(
-                shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name
-            ),
-            known,
-        )
-    return keras.tree.map_shape_structure(
-        lambda shape: keras.Input(shape=tuple(shape[1:]), dtype=default_dtype), source_shape
-    )
 
 
 def _check_features(features):

@@ -120,6 +120,9 @@ class DistillationModel(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        # Checked here, not in an overridden `compile`: Keras' `load_model` skips
+        # compiling a model whose class overrides `compile`.
+        refuse_multi_worker_strategy("kt.DistillationModel", self)
         _check_is_model(teacher, "teacher")
         _check_is_model(student, "student")
         self.temperature = validate_temperature(temperature)
@@ -225,10 +228,6 @@ class DistillationModel(keras.Model):
             outputs, features = self._extractors.teacher(teacher_x, training=False)
             features = ops.stop_gradient(features)
         return ops.stop_gradient(outputs), features
-
-    def compile(self, *args, **kwargs):
-        refuse_multi_worker_strategy("kt.DistillationModel", self)
-        super().compile(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         labels, cached = _unpack_targets(y)

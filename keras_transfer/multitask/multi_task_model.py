@@ -12,11 +12,11 @@ from keras_transfer._keras_internals.losses import (
     aggregate_additional_loss,
     unscale_loss_for_distribution,
 )
+from keras_transfer._model_inputs import known_input_shape, plain_inputs
 from keras_transfer.features import FeatureCache
 from keras_transfer.features.pipeline import is_dataset
 from keras_transfer.multitask import _routing
 from keras_transfer.multitask._batch_format import INPUTS, is_tagged
-from keras_transfer.multitask._serving import known_input_shape, plain_inputs
 from keras_transfer.multitask._task_compile import (
     TaskCompile,
     check_head_fits_loss,

@@ -61,7 +61,9 @@ def test_pure_distillation_and_cached_validation_data():
 def test_a_deterministic_dataset_caches_like_arrays_and_shuffling_is_fine():
     model = distiller()
     x, y = data()
-    from_arrays = cache_teacher_outputs(model, x, y)
+    # Same batches on both sides: float32 matmuls of other batch shapes may
+    # differ in the last bit.
+    from_arrays = cache_teacher_outputs(model, x, y, batch_size=7)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(7)
     from_dataset = cache_teacher_outputs(model, dataset)
     for got, expected in zip(keras.tree.flatten(from_dataset), keras.tree.flatten(from_arrays)):

@@ -1,4 +1,5 @@
-"""Plain inputs for the models a `MultiTaskModel` hands out (one task, every head)."""
+"""Plain `keras.Input`s for the serving models the training models hand out
+(a `DomainAdaptationModel`'s classifier, a `MultiTaskModel`'s task models)."""
 
 from __future__ import annotations
 
