@@ -11,8 +11,10 @@ import shutil
 import warnings
 
 import keras
+import numpy as np
 
 from keras_transfer._checks import check_integer
+from keras_transfer._keras_internals.layers import flatten_layers
 from keras_transfer._keras_internals.training import set_initial_epoch
 from keras_transfer.callbacks._process_coordination import (
     barrier,
@@ -20,9 +22,11 @@ from keras_transfer.callbacks._process_coordination import (
     same_in_every_process,
     this_process_only,
 )
+from keras_transfer.groups.layer_variables import has_lora
 
-# Both files of backup N: `checkpoint-N.json` and `checkpoint-N.weights.h5`.
-_BACKUP_FILE = re.compile(r"^checkpoint-(\d{6,})\.(json|weights\.h5)$")
+# The files of backup N: `checkpoint-N.json`, `checkpoint-N.weights.h5` and,
+# for a model with LoRA, `checkpoint-N.lora.npz`.
+_BACKUP_FILE = re.compile(r"^checkpoint-(\d{6,})\.(json|weights\.h5|lora\.npz)$")
 _FORMAT = "keras_transfer.backup/1"
 
 
@@ -49,6 +53,11 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
 
     The weights file holds the model's weights and the optimizer's state
     (its iteration count, so a learning-rate schedule resumes in place).
+    Keras' LoRA layers write their kernel with the factors merged in and no
+    factors (`Dense.save_own_variables`); for a model with LoRA enabled a
+    third file, `checkpoint-NNNNNN.lora.npz` (hashed in the manifest too),
+    keeps those layers' variables as they are, so a LoRA run resumes with the
+    same base kernels and factors.
     `kt.FreezeSchedule` and `kt.DomainAdaptationSchedule` derive their stage
     from the epoch index, so they resume in the right stage; keep the data
     order deterministic (`shuffle=False` or a seeded dataset) for a resumed
@@ -146,7 +155,12 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
+        lora_values = None
+        if manifest.get("lora_sha256") is not None:
+            lora_values = _read_lora_file(self.model, self._lora_path(manifest["number"]))
         self.model.load_weights(self._weights_path(manifest["number"]))
+        if lora_values is not None:
+            _assign(_lora_variables(self.model), lora_values)
         set_initial_epoch(self.model, manifest["epoch"])
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -194,12 +208,19 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         weights_path = self._weights_path(number)
         self.model.save_weights(weights_path, overwrite=True)
         _flush_to_disk(weights_path)
+        lora_sha256 = None
+        if _lora_variables(self.model):
+            lora_path = self._lora_path(number)
+            _write_lora_file(self.model, lora_path)
+            _flush_to_disk(lora_path)
+            lora_sha256 = _sha256(lora_path)
         manifest = {
             "format": _FORMAT,
             "number": number,
             "epoch": epoch,
             "batches_done": batches_done,
             "weights_sha256": _sha256(weights_path),
+            "lora_sha256": lora_sha256,
         }
         manifest_path = self._manifest_path(number)
         partial_path = manifest_path + ".partial"
@@ -239,6 +260,13 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
             return None, "its weights file is missing"
         if _sha256(weights_path) != manifest.get("weights_sha256"):
             return None, "its weights file does not match the manifest's hash"
+        lora_sha256 = manifest.get("lora_sha256")
+        if lora_sha256 is not None:
+            lora_path = self._lora_path(number)
+            if not os.path.exists(lora_path):
+                return None, "its LoRA file is missing"
+            if _sha256(lora_path) != lora_sha256:
+                return None, "its LoRA file does not match the manifest's hash"
         return manifest, None
 
     def _backup_numbers(self) -> list[int]:
@@ -260,6 +288,9 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def _weights_path(self, number: int) -> str:
         return os.path.join(self.backup_dir, f"checkpoint-{number:06d}.weights.h5")
 
+    def _lora_path(self, number: int) -> str:
+        return os.path.join(self.backup_dir, f"checkpoint-{number:06d}.lora.npz")
+
     def get_config(self):
         return {
             "backup_dir": self.backup_dir,
@@ -272,6 +303,54 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _lora_variables(model) -> list:
+    """The variables of the layers with LoRA enabled, in layer order.
+
+    By position, as Keras' own weights files: paths hold layer names, which
+    differ between two instances of one model.
+    """
+    return [
+        variable
+        for layer in flatten_layers(model)
+        if has_lora(layer)
+        for variable in layer.variables
+    ]
+
+
+def _write_lora_file(model, path: str) -> None:
+    values = [keras.ops.convert_to_numpy(variable) for variable in _lora_variables(model)]
+    with open(path, "wb") as file:
+        np.savez(file, *values)
+
+
+def _read_lora_file(model, path: str) -> list:
+    """The LoRA layers' saved values in layer order, checked against `model`."""
+    variables = _lora_variables(model)
+    with np.load(path, allow_pickle=False) as saved:
+        values = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+    problem = None
+    if len(values) != len(variables):
+        problem = f"it holds {len(values)} LoRA-layer variables, the model {len(variables)}"
+    for variable, value in zip(variables, values):
+        if problem is None and tuple(value.shape) != tuple(variable.shape):
+            problem = (
+                f"variable '{variable.path}' has shape {tuple(value.shape)} there, "
+                f"{tuple(variable.shape)} here"
+            )
+    if problem is not None:
+        raise ValueError(
+            f"The backup's LoRA file {path} does not fit model '{model.name}': {problem}. "
+            "Resume with the model the backup was made from (the same layers, with LoRA "
+            "enabled the same way), or use another `backup_dir`."
+        )
+    return values
+
+
+def _assign(variables: list, values: list) -> None:
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def _check_save_freq(save_freq):

@@ -82,6 +82,39 @@ def test_same_size_corruption_is_caught_by_the_hash(tmp_path):
     assert kt.SafeBackupAndRestore(tmp_path).latest_epoch() == 1
 
 
+def lora_model(seed=0, rank=2):
+    model = make_model(seed)
+    kt.enable_lora(model, rank=rank)
+    return model
+
+
+def test_a_lora_model_keeps_its_factors_in_a_hashed_side_file(tmp_path):
+    """Keras writes a LoRA layer's kernel merged and its factors not at all."""
+    trained = lora_model()
+    fit(trained, 2, kt.SafeBackupAndRestore(tmp_path, delete_checkpoint=False))
+    assert "checkpoint-000001.lora.npz" in backup_files(tmp_path)
+    resumed = lora_model(seed=1)
+    fit(resumed, 2, kt.SafeBackupAndRestore(tmp_path, delete_checkpoint=False))  # Nothing left.
+    for expected, actual in zip(trained.weights, resumed.weights):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(actual),
+            keras.ops.convert_to_numpy(expected),
+            err_msg=expected.path,
+        )
+
+    lora_file = tmp_path / "checkpoint-000001.lora.npz"
+    lora_file.write_bytes(lora_file.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="its LoRA file does not match the manifest's hash"):
+        history = fit(lora_model(seed=1), 3, kt.SafeBackupAndRestore(tmp_path))
+    assert history.epoch == [1, 2]
+
+
+def test_a_lora_backup_refuses_a_model_with_other_lora_layers(tmp_path):
+    fit(lora_model(), 1, kt.SafeBackupAndRestore(tmp_path, delete_checkpoint=False))
+    with pytest.raises(ValueError, match=r"lora_kernel_a. has shape \(3, 2\) there, \(3, 3\)"):
+        fit(lora_model(rank=3), 2, kt.SafeBackupAndRestore(tmp_path))
+
+
 def test_weights_without_a_manifest_are_not_a_backup(tmp_path):
     # What a kill between writing the weights and the manifest leaves.
     fit(make_model(), 1, kt.SafeBackupAndRestore(tmp_path, delete_checkpoint=False))

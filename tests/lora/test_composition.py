@@ -160,12 +160,6 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keras' LoRA layers save the merged kernel and no factors (`save_own_variables`) "
-    "and zero the factors on load, so a weights-file backup loses the factors; "
-    "SafeBackupAndRestore must also keep the LoRA layers' raw variables.",
-)
 def test_safe_backup_and_restore_resumes_a_lora_run_exactly(tmp_path):
     def run(epochs, *callbacks):
         keras.utils.set_random_seed(0)
