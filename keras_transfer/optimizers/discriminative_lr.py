@@ -175,7 +175,7 @@ class DiscriminativeLR(GroupedUpdateOptimizer):
         groups = layer_groups(model, self.groups) if model is not None else self.groups
         if self.multipliers is None or any(isinstance(key, int) for key in self.multipliers):
             self._group_plan = groups
-        group_of = {id(v): index for index, group in enumerate(groups) for v in group.variables}
+        group_of = _group_of_variables(groups)
         if self.multipliers is None:
             top = len(groups) - 1
             by_group = [self.decay ** -(top - index) for index in range(len(groups))]
@@ -305,6 +305,21 @@ def _validate_multipliers(multipliers) -> dict | None:
             except re.error as error:
                 raise ValueError(f"Invalid multiplier regex {key!r}: {error}.") from None
     return {key: float(value) for key, value in multipliers.items()}
+
+
+def _group_of_variables(groups) -> dict:
+    """The group index of every variable, by `id`.
+
+    A variable a layer made after the plan was resolved (LoRA factors from
+    `kt.enable_lora`) belongs to its layer's group.
+    """
+    group_of = {id(v): index for index, group in enumerate(groups) for v in group.variables}
+    for index, group in enumerate(groups):
+        if group.owns_whole_layers:
+            for layer in group.layers:
+                for variable in layer.weights:
+                    group_of.setdefault(id(variable), index)
+    return group_of
 
 
 def _explicit_multipliers(multipliers, groups, group_of, var_list) -> list[float]:

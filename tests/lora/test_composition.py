@@ -111,6 +111,24 @@ def test_discriminative_lr_scales_the_factor_steps_of_each_group():
         )
 
 
+def test_a_plan_resolved_before_lora_scales_the_factors_by_their_layers_group():
+    x, y = regression_data()
+    plain, scaled = lora_dense_model(), dense_model()
+    plan = kt.layer_groups(scaled)  # Before LoRA: the groups list no factors.
+    kt.enable_lora(scaled, rank=2)
+    scaled.set_weights(plain.get_weights())
+    start = snapshot(plain)
+    plain.compile(keras.optimizers.SGD(0.05), "mse")
+    plain.train_on_batch(x, y)
+    scaled.compile(kt.DiscriminativeLR(keras.optimizers.SGD(0.05), plan, decay=2.0), "mse")
+    scaled.train_on_batch(x, y)
+    plain_after, scaled_after = snapshot(plain), snapshot(scaled)
+    for path in FACTORS_A:
+        np.testing.assert_allclose(
+            scaled_after[path] - start[path], 0.25 * (plain_after[path] - start[path]), 1e-5, 1e-7
+        )
+
+
 def test_feature_cache_trains_the_head_while_lora_waits():
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="relu", name="a")(inputs)
