@@ -3,6 +3,8 @@ means explain (Bao et al., ICIP 2019)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from keras_transfer.transferability._validation import check_classification, one_hot
@@ -27,7 +29,11 @@ def h_score(features, labels) -> float:
     directions whose singular value is below numpy's `matrix_rank` cut-off
     (largest x `max(examples, dimensions)` x the machine epsilon of the
     features' own dtype, float32's for float32 features) count as absent.
-    It lies between 0 and `min(dimensions, classes - 1)`.
+    It lies between 0 and `min(dimensions, classes - 1)`. With no more
+    examples than dimensions the features span every centred example, and
+    the score is exactly `classes - 1` whatever the features: it then ranks
+    nothing, and a warning says so (score on more examples than dimensions,
+    or reduce the dimensions first, e.g. by PCA).
 
     Args:
         features: `(examples, dimensions)` frozen features of the labelled
@@ -59,6 +65,14 @@ def h_score(features, labels) -> float:
     _, singular_values, right = np.linalg.svd(centred, full_matrices=False)
     cutoff = singular_values[0] * max(centred.shape) * precision if singular_values.size else 0
     kept = singular_values > cutoff
+    if np.count_nonzero(kept) >= len(centred) - 1:
+        warnings.warn(
+            f"h_score: the features' rank ({np.count_nonzero(kept)}) reaches the number of "
+            f"examples minus one ({len(centred)} examples), so the score is classes - 1 "
+            "for any features and ranks nothing. Score on more examples than feature "
+            "dimensions, or reduce the dimensions first (e.g. PCA).",
+            stacklevel=2,
+        )
     whitened = (between @ right[kept].T) / singular_values[kept]
     return float(np.sum(whitened**2))
 

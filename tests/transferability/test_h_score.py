@@ -60,3 +60,10 @@ def test_float32_rounding_in_a_redundant_direction_counts_for_nothing():
         exact, rel=1e-4
     )
     assert kt.transferability.h_score(probabilities, labels) == pytest.approx(exact, rel=1e-6)
+
+
+def test_no_more_examples_than_dimensions_warns_that_the_score_ranks_nothing():
+    features, labels = classes_data(examples=20, dimensions=30, signal=0.0)
+    with pytest.warns(UserWarning, match=r"rank \(19\) reaches the number of examples"):
+        score = kt.transferability.h_score(features, labels)
+    assert score == pytest.approx(3.0)  # classes - 1, from pure noise.
