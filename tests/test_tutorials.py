@@ -18,9 +18,18 @@ FIGURE_NOTEBOOKS = [
     "03_distillation.ipynb",
     "04_domain_adaptation.ipynb",
     "05_tfhub_savedmodel.ipynb",
+    "08_choose_and_few_shot.ipynb",
 ]
 
-_REQUIRED = ("nbclient", "nbformat", "ipykernel", "matplotlib", "sklearn", "mlxtend")
+_REQUIRED = (
+    "nbclient",
+    "nbformat",
+    "ipykernel",
+    "matplotlib",
+    "sklearn",
+    "mlxtend",
+    "vaderSentiment",
+)
 _MISSING = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
 pytestmark = pytest.mark.skipif(
     bool(_MISSING),

@@ -93,10 +93,17 @@ def prototype_classifier(
             )
     head = PrototypeHead(num_classes, scale, learnable_scale, name=HEAD_NAME)
     head.set_prototypes(support_features, support_labels)
-    outputs = head(feature_model.output)
+    # The feature model nested as one layer: `kt.FeatureCache` and
+    # `kt.FreezeSchedule` cut the model after it (a KerasHub text encoder's
+    # pooling needs the padding mask, so a cut after the bare encoder fails).
+    inputs = keras.tree.map_structure(
+        lambda tensor: keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name),
+        feature_model.input,
+    )
+    outputs = head(feature_model(inputs))
     if activation is not None:
         outputs = keras.layers.Activation(activation, name="probabilities")(outputs)
-    model = keras.Model(feature_model.input, outputs, name="prototype_classifier")
+    model = keras.Model(inputs, outputs, name="prototype_classifier")
     model.compile(
         optimizer=keras.optimizers.Adam(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=activation is None),

@@ -84,7 +84,9 @@ def test_feature_maps_are_averaged():
     conv = keras.Sequential([keras.Input((3, 3, 2)), keras.layers.Conv2D(4, 1)], name="conv")
     model = kt.prototype_classifier(conv, images, y)
     assert model.predict(images, verbose=0).shape == (8, 2)
-    assert any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
+    assert any(
+        isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in kt.nested_layers(model)
+    )
 
 
 def test_a_text_backbone_averages_its_tokens_over_the_padding_mask():
@@ -106,6 +108,11 @@ def test_a_text_backbone_averages_its_tokens_over_the_padding_mask():
     np.testing.assert_allclose(
         values(model.get_layer("prototypes").weights)[0], prototypes, rtol=1e-5, atol=1e-6
     )
+    # The pooling needs the padding mask: FeatureCache cuts after the whole
+    # feature model, whose output is the head's only input.
+    text.trainable = False
+    cached, _ = kt.FeatureCache(model).extract(x, y)
+    np.testing.assert_allclose(np.asarray(cached), (tokens * mask).sum(1) / mask.sum(1), 1e-5, 1e-6)
 
 
 def test_bad_input_says_what_to_do():
