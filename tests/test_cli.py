@@ -141,6 +141,13 @@ def test_help_exits_cleanly(capsys):
 
 
 EXPORTS = keras.backend.backend() in ("tensorflow", "jax")
+# The finetune command is argument parsing around `kt.finetune`, which
+# tests/finetune trains and exports on every backend; its own end-to-end runs
+# (10-100 s each) run once per CI run, on TensorFlow.
+only_on_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the CLI's end-to-end runs run once, on TensorFlow (kt.finetune: every backend)",
+)
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "bad", "awful", "film"]
 
 
@@ -197,7 +204,7 @@ def _image_folder(root, classes=("circle", "square"), per_class=4):
     return str(root)
 
 
-@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+@only_on_tensorflow
 def test_finetune_on_a_csv_writes_saved_model_metrics_and_plot(
     capsys, text_preset, reviews_csv, tmp_path
 ):
@@ -211,7 +218,7 @@ def test_finetune_on_a_csv_writes_saved_model_metrics_and_plot(
     assert sorted(os.listdir(export)) == ["metrics.json", "saved_model", "training_curves.png"]
 
 
-@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+@only_on_tensorflow
 def test_finetune_on_an_image_folder(capsys, image_preset, tmp_path):
     data = _image_folder(tmp_path / "shapes")
     export = tmp_path / "out"
@@ -260,7 +267,7 @@ def test_finetune_bad_input_gives_one_line_and_a_non_zero_status(
     assert words in lines[0]
 
 
-@pytest.mark.skipif(not EXPORTS, reason="writes a SavedModel: TensorFlow or JAX backend")
+@only_on_tensorflow
 def test_finetune_with_lora_rank_trains_factors_and_exports(
     capsys, text_preset, reviews_csv, tmp_path
 ):
