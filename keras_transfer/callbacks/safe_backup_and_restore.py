@@ -119,8 +119,9 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         super().__init__()
         if backup_dir is None or not os.fspath(backup_dir):
             raise ValueError(
-                f"`backup_dir` is empty (got {backup_dir!r}): pass the path of a folder "
-                "for the backups, one folder per training run."
+                # Keras' own words first, so code that matches them keeps working.
+                f"Empty `backup_dir` argument passed (got {backup_dir!r}): pass the path "
+                "of a folder for the backups, one folder per training run."
             )
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = _check_save_freq(save_freq)

@@ -43,14 +43,6 @@ DESELECTED = {
         "`_prev_weights_path`, ...); checked by "
         f"{OURS}test_keras_corrupted_case_with_double_checkpoint"
     ),
-    "test_backup_dir_empty_error": (
-        "matches Keras' exact message 'Empty `backup_dir` argument passed'; checked by "
-        f"{OURS}test_bad_arguments"
-    ),
-    "test_backup_dir_none_error": (
-        "matches Keras' exact message 'Empty `backup_dir` argument passed'; checked by "
-        f"{OURS}test_bad_arguments"
-    ),
 }
 
 
