@@ -6,6 +6,7 @@ import keras
 
 from keras_transfer.export import serving_inputs
 from keras_transfer.groups.hooks import ServingModel
+from keras_transfer.lora.merge_lora import merged_copy
 
 _OUTPUT_KINDS = ("auto", "logits", "probabilities")
 _SERVING_ENDPOINT = "serving_default"
@@ -45,6 +46,11 @@ def export_saved_model(
     model). Models trained on the JAX backend export too (through
     `jax2tf`); the PyTorch backend cannot export a SavedModel: save with
     `model.save("model.keras")` and export under the TensorFlow backend.
+
+    A model with LoRA layers (`kt.enable_lora`) serves merged: the export
+    is made from a copy with each LoRA update folded into its kernel, so the
+    served graph holds one kernel per layer and no factors, and the model
+    itself keeps its adapters.
 
     A training model that implements `serving_model()` (the
     `keras_transfer.groups.hooks.ServingModel` hook) exports the model that
@@ -95,7 +101,7 @@ def export_saved_model(
     TensorShape([2, 3])
     """
     require_exporting_backend()
-    model = _serving_model(model)
+    model = merged_copy(_serving_model(model))
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built; call it on a batch or give it a "

@@ -65,6 +65,63 @@ def merge_lora(model: keras.Model) -> None:
     retrace(model)
 
 
+def merged_copy(model: keras.Model) -> keras.Model:
+    """A new model equal to `model` with every LoRA update folded into its
+    kernel; `model` itself keeps its LoRA factors (and can train on).
+
+    What `kt.export_saved_model` serves for a LoRA model: one kernel per
+    layer, no extra matrix product per call. A model without LoRA is
+    returned as it is. The copy is built from `model`'s config, so `model`
+    must be serializable (every library and KerasHub model is).
+
+    Args:
+        model: a built model, with or without LoRA layers.
+
+    Returns:
+        `model` itself when no layer has LoRA, else the merged copy.
+    """
+    if not lora_layers(model):
+        return model
+    sync_jax_state(model)
+    values = _merged_values(model)
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    if lora_layers(copy):
+        # A layer config can carry `lora_rank`: drop the fresh factors first.
+        merge_lora(copy)
+    unpaired = [v.path for v in copy.weights if v.path not in values] or sorted(
+        set(values) - {v.path for v in copy.weights}
+    )
+    if unpaired or len(copy.weights) != len(values):
+        raise ValueError(
+            f"Could not pair the weights of model '{model.name}' with those of its copy "
+            f"rebuilt from its config (first unpaired: {unpaired[:1]}), so it cannot be "
+            "merged into a copy. Call `kt.merge_lora(model)` to merge it in place, then export."
+        )
+    for variable in copy.weights:
+        variable.assign(values[variable.path])
+    return copy
+
+
+def _merged_values(model) -> dict:
+    """`{variable.path: value}` of `model`'s weights as a plain model holds
+    them: each LoRA layer's base kernel merged, its factors left out."""
+    merged = {}
+    for layer in lora_layers(model):
+        name = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"
+        merged[lora_base_variable(layer).path] = keras.ops.convert_to_numpy(getattr(layer, name))
+    factors = {
+        id(getattr(layer, name))
+        for layer in lora_layers(model)
+        for name in LORA_FACTOR_ATTRIBUTES
+        if getattr(layer, name, None) is not None
+    }
+    return {
+        variable.path: merged.get(variable.path, keras.ops.convert_to_numpy(variable))
+        for variable in model.weights
+        if id(variable) not in factors
+    }
+
+
 def _merge(layer) -> None:
     base = lora_base_variable(layer)
     merged_property = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"

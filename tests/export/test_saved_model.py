@@ -101,6 +101,34 @@ def test_text_model_serves_raw_strings_in_a_fresh_tensorflow_process(tmp_path):
 
 
 @needs_export
+def test_lora_model_serves_merged_and_keeps_its_adapters(tmp_path):
+    import tensorflow as tf
+    from lora.lora_testing import perturb_factors
+
+    import keras_transfer as kt
+
+    model, preprocessor = text_model_and_preprocessor()
+    plain_parameters = model.count_params()
+    kt.enable_lora(model, rank=2, alpha=4)
+    perturb_factors(model)
+    factors = [v for v in model.weights if "lora" in v.path]
+    assert factors
+
+    path = export_saved_model(model, str(tmp_path / "lora"), preprocessor)
+    served = tf.saved_model.load(path)
+    result = served.serving_default(text=tf.constant(TEXTS))
+
+    token_ids = keras.ops.convert_to_numpy(preprocessor(tf.constant(TEXTS))["token_ids"])
+    expected = softmax(keras.ops.convert_to_numpy(model.predict(token_ids, verbose=0)))
+    np.testing.assert_allclose(result["probabilities"].numpy(), expected, rtol=0, atol=1e-5)
+    # One kernel per layer is served, no factors; the model keeps its LoRA.
+    assert sum(int(np.prod(v.shape)) for v in served.variables) == plain_parameters
+    embedding = next(layer for layer in model.layers if isinstance(layer, keras.layers.Embedding))
+    assert embedding.lora_enabled
+    assert {id(v) for v in factors} <= {id(v) for v in model.weights}
+
+
+@needs_export
 def test_image_model_takes_uint8_images_of_any_size(tmp_path):
     import tensorflow as tf
 

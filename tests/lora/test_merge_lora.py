@@ -6,6 +6,8 @@ from testing_utils import dense_model, regression_data, values
 
 import keras_transfer as kt
 from keras_transfer._keras_internals.layers import flatten_layers
+from keras_transfer.groups.layer_variables import lora_factors
+from keras_transfer.lora.merge_lora import merged_copy
 
 
 def lora_flags(model):
@@ -72,3 +74,30 @@ def test_lora_can_be_enabled_again_on_the_merged_model():
 def test_merging_a_model_without_lora_is_an_error():
     with pytest.raises(ValueError, match="no layer with LoRA enabled.*nothing to merge"):
         kt.merge_lora(dense_model())
+
+
+def test_merged_copy_serves_the_merged_kernels_and_leaves_the_model_its_adapters():
+    classifier = bert_classifier(num_layers=1)
+    kt.enable_lora(classifier, rank=2, alpha=4, layers="query|value|logits")
+    perturb_factors(classifier)
+    x, _ = bert_batch()
+    expected = classifier.predict(x, verbose=0)
+    factors_before = values(lora_factors(classifier))
+
+    copy = merged_copy(classifier)
+
+    assert copy is not classifier
+    assert not any(lora_flags(copy)) and any(lora_flags(classifier))
+    assert not lora_factors(copy)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    for before, after in zip(factors_before, values(lora_factors(classifier))):
+        np.testing.assert_array_equal(before, after)
+    # The copy is the in-place merge's result, without touching the model.
+    kt.merge_lora(classifier)
+    for merged, copied in zip(values(classifier.weights), values(copy.weights)):
+        np.testing.assert_allclose(copied, merged, rtol=1e-6, atol=1e-6)
+
+
+def test_merged_copy_of_a_model_without_lora_is_the_model():
+    model = dense_model()
+    assert merged_copy(model) is model
