@@ -33,18 +33,48 @@ with `kt.FeatureCache.extract` and kept in `kt.cache_dir("benchmarks")`
    where); the defaults keep more examples than dimensions. As a
    cross-check, `kt.rank_backbones` (LogME, `control="random"`) scores the
    whole MiniLM from the raw sentences of the first `--rank-examples` of the
-   subset: its LogME should equal this script's layer-6 LogME. Fine-tuning
-   every candidate would be the better reference but takes hours on a CPU
-   (`transfer_accuracy.py` spends 13 to 44 minutes per model), so it is not
-   done.
+   subset: its LogME should equal this script's layer-6 LogME.
+   `--finetune` adds fine-tuning as a second reference. Each candidate's
+   backbone (newly loaded, or its random twin rebuilt with seed 0, so that
+   no candidate starts from another's fine-tuned weights) is cut at the
+   candidate's layer and pooled as above, all of it trainable, under a new
+   Dense head; it runs with `training=False` as in the feature passes
+   (BatchNorm keeps its stored statistics, no dropout) while its weights
+   train. Adam at `--finetune-lr` (default 1e-4, pretrained and random
+   twins alike), batch 32, seed 0, `--finetune-epochs` epochs (default 2)
+   on the first `--finetune-train` examples of the training subset
+   (default: all of it), scored on the same test subset as the probe.
+   Reported per candidate: the fine-tuned test accuracy and the training
+   seconds (JAX compilation included), next to each score's seconds, and
+   Kendall's tau of each score (and of the probe accuracy) against the
+   fine-tuned accuracy (`kendall_tau_finetune` in the JSON). This is short
+   fine-tuning, within a CPU's budget (full fine-tuning as in
+   `transfer_accuracy.py` takes 13 to 44 minutes per model): it measures
+   how far each candidate gets in a few epochs, not where it would end.
+   With a new head at 1e-4, a few dozen steps are too few for the image
+   targets (10 classes): measured runs on 320 Fashion-MNIST images (96 px,
+   top) reached 23, 31 and 43 % after 1, 2 and 3 epochs, on 320 movie
+   sentences (layer 6) 69 and 81 % after 1 and 2. At 1e-3 the images learn
+   faster (54 % after 2 epochs of 160, against 24 % at 1e-4) but MiniLM
+   collapses to chance (51 %, against 70 %), hence one rate of 1e-4.
 2. `few_shot`: 1, 5, 10 and 20 labelled examples per class (`--shots`) drawn by
    `kt.few_shot_episodes` (`--episodes` episodes per setting, seed 0; the
    episodes' own query sets are not used), on Fashion-MNIST (EfficientNet-Lite0
-   top features) and VADER movies (MiniLM layer 6): a `kt.PrototypeHead` set
-   from the support features against a linear probe trained on the same
-   support set, both scored on a fixed test subset; `--scratch` adds a small
-   CNN trained from scratch on the raw support images. Mean ± std over
-   episodes; `--plot` draws accuracy against shots.
+   top features) and VADER movies (MiniLM layer 6), all scored on a fixed
+   test subset:
+   - `prototype`: a `kt.PrototypeHead` set from the support features;
+   - `linear_probe`: trained on the same support features;
+   - `prototype_finetuned`: the head fine-tuned from the prototypes on
+     frozen features: `kt.prototype_classifier` over the cached features
+     sets the prototypes, which (with the logit scale) are then trained by
+     100 full-batch Adam steps (learning rate 1e-3) of cross-entropy on the
+     support features only;
+   - with `--scratch`, a small model trained from random initialisation on
+     the raw support inputs (Adam 1e-3, 100 epochs, batch 32):
+     `scratch_cnn` (two convolutions) on the images, `scratch_embedding_bag`
+     (32-dimensional embeddings of the MiniLM token ids averaged over the
+     non-padding tokens, then Dense) on the sentences.
+   Mean ± std over episodes; `--plot` draws accuracy against shots.
 3. `zero_shot`: `kt.ZeroShotClassifier` (MiniLM, sequence length 64) with each
    of the description sets in `DESCRIPTIONS` on the four VADER domains' test
    subsets, against the 5-shot prototype head (support from each domain's
@@ -61,7 +91,15 @@ Fashion-MNIST images, all digits, 2,000 test sentences and 200 training ones
 per VADER domain for `zero_shot`. Defaults should take roughly
 10 to 20 minutes on 2 idle CPU cores with JAX (estimated from the feature
 passes' throughput, most of the time); `--quick` is a smoke test of a
-minute or two whose numbers mean little.
+minute or two whose numbers mean little. `--finetune` costs far more: about
+0.11 s per training sentence and epoch for MiniLM layer 6 (0.22 s for layers
+2, 4 and 6 together) and, at 96 px, 0.15, 0.24 and 0.31 s per image and
+epoch for EfficientNet stage 3, stage 5 and the top, twice that with the
+random twins, plus about half a minute per candidate to compile and load
+and the test passes (some 15 minutes on the default test subsets): about
+3.3 hours with the defaults, about 40 minutes with `--finetune-train 160`
+(measured with JAX on the 2-core machine, which XLA kept to about one core
+busy). `--quick --finetune` took half an hour on a busy machine.
 
 Usage (KERAS_BACKEND selects the backend; JAX is the quickest here):
 
@@ -73,6 +111,8 @@ Usage (KERAS_BACKEND selects the backend; JAX is the quickest here):
         --episodes 50 --scratch
     KERAS_BACKEND=jax python benchmarks/transferability_and_few_shot.py --parts ranking \\
         --image-size 224 --image-train 4000
+    KERAS_BACKEND=jax python benchmarks/transferability_and_few_shot.py --parts ranking \\
+        --finetune --finetune-train 500 --finetune-epochs 2
 """
 
 from __future__ import annotations
@@ -92,6 +132,7 @@ from transfer_accuracy import GrayToRGB
 import keras_transfer as kt
 
 PARTS = ("ranking", "few_shot", "zero_shot")
+SCORES = ("logme", "h_score", "leep", "nce")
 DOMAINS = ("movies", "amazon", "nyt", "tweets")
 SEQUENCE_LENGTH = 64
 TEXT_LAYERS = (2, 4, 6)
@@ -99,6 +140,10 @@ TEXT_FEATURES = f"minilm_layer{TEXT_LAYERS[-1]}"  # = MiniLM's mean-pooled seque
 IMAGE_STAGES = {"stage3": "block3b_", "stage5": "block5c_", "top": "top_activation"}
 IMAGE_DATA = {"fashion": kt.datasets.load_fashion_mnist, "digits": kt.datasets.load_digits}
 LINEAR_PROBE_C = 1.0
+FINETUNE_BATCH_SIZE = 32  # `--finetune`.
+PROTOTYPE_STEPS = 100  # `prototype_finetuned`: full-batch Adam steps on the support set,
+PROTOTYPE_LEARNING_RATE = 1e-3  # at this learning rate.
+MINILM_VOCABULARY = 30522  # Token ids of `tokenize` (the embedding bag's input).
 # VADER labels: 0 negative, 1 positive; descriptions are given in that order.
 DESCRIPTIONS = {
     "plain": {"negative": "a negative sentence", "positive": "a positive sentence"},
@@ -198,27 +243,28 @@ def _dense(units):
     return keras.layers.Dense(units, kernel_initializer=keras.initializers.GlorotUniform(0))
 
 
-def _text_encoder(backbone):
-    """Token ids -> MiniLM's layers `TEXT_LAYERS`, each mean-pooled, concatenated."""
+def _text_encoder(backbone, layers=TEXT_LAYERS):
+    """Token ids -> MiniLM's transformer `layers` (1-based), each mean-pooled, concatenated."""
     token_ids = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="token_ids")
     inputs = BertInputs(name="bert_inputs")(token_ids)
-    layers = [backbone.get_layer(f"transformer_layer_{n - 1}").output for n in TEXT_LAYERS]
-    sequences = keras.Model(backbone.input, layers, name="layers")(inputs, training=False)
+    outputs = [backbone.get_layer(f"transformer_layer_{n - 1}").output for n in layers]
+    sequences = keras.Model(backbone.input, outputs, name="layers")(inputs, training=False)
     pooled = [
         MaskedMeanPooling(name=f"mean_pool_{n}")(sequence, inputs["padding_mask"])
-        for n, sequence in zip(TEXT_LAYERS, sequences)
+        for n, sequence in zip(layers, sequences)
     ]
-    return _concatenated(token_ids, pooled, [f"minilm_layer{n}" for n in TEXT_LAYERS])
+    return _concatenated(token_ids, pooled, [f"minilm_layer{n}" for n in layers])
 
 
-def _image_encoder(backbone, image_size: int):
-    """Grey images -> EfficientNet-Lite0's `IMAGE_STAGES`, each average-pooled, concatenated."""
+def _image_encoder(backbone, image_size: int, stages=tuple(IMAGE_STAGES)):
+    """Grey images -> EfficientNet-Lite0's `stages` (`IMAGE_STAGES` keys), each
+    average-pooled, concatenated."""
     images = keras.Input((None, None, 1), name="images")
-    maps = [backbone.get_layer(layer).output for layer in IMAGE_STAGES.values()]
-    stages = keras.Model(backbone.input, maps, name="stages")
-    outputs = stages(GrayToRGB(image_size, name="to_rgb")(images), training=False)
+    maps = [backbone.get_layer(IMAGE_STAGES[stage]).output for stage in stages]
+    cut = keras.Model(backbone.input, maps, name="stages")
+    outputs = cut(GrayToRGB(image_size, name="to_rgb")(images), training=False)
     pooled = [keras.layers.GlobalAveragePooling2D()(feature_map) for feature_map in outputs]
-    return _concatenated(images, pooled, [f"effnet_{stage}" for stage in IMAGE_STAGES])
+    return _concatenated(images, pooled, [f"effnet_{stage}" for stage in stages])
 
 
 def _concatenated(inputs, pooled, names):
@@ -232,6 +278,19 @@ def _concatenated(inputs, pooled, names):
 def minilm() -> keras.Model:
     """The pretrained MiniLM-L6, loaded once (feature passes, zero-shot, rank_backbones)."""
     return kt.load_backbone("minilm_l6")
+
+
+def fresh_backbone(kind: str, twin: bool) -> keras.Model:
+    """A newly loaded pretrained backbone (never `minilm()`'s shared one), or its
+    random twin (seed 0): fine-tuning may change its weights."""
+    if kind == "text":
+        backbone = kt.load_backbone("minilm_l6")
+    else:
+        backbone = kt.zoo.load_efficientnet_lite0_imagenet().backbone
+    if twin:
+        keras.utils.set_random_seed(0)
+        backbone = type(backbone).from_config(backbone.get_config())
+    return backbone
 
 
 # Classifiers on features ------------------------------------------------------
@@ -255,48 +314,126 @@ def prototype_accuracy(x_support, y_support, x_test, y_test, num_classes: int) -
     return float(np.mean(predictions == y_test))
 
 
+def prototype_finetuned_accuracy(x_support, y_support, x_test, y_test, num_classes: int) -> float:
+    """The prototype head fine-tuned on frozen features: `kt.prototype_classifier`
+    over the cached features (an identity encoder) sets the prototypes from the
+    support set, then they and the scale take `PROTOTYPE_STEPS` full-batch Adam
+    steps of cross-entropy on the same support features."""
+    features = keras.Sequential(
+        [keras.Input(x_support.shape[1:]), keras.layers.Identity()], name="cached_features"
+    )
+    model = kt.prototype_classifier(
+        features, x_support, y_support, num_classes=num_classes, activation=None
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(PROTOTYPE_LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x_support, y_support, epochs=PROTOTYPE_STEPS, batch_size=len(y_support), verbose=0)
+    return _accuracy(model, x_test, y_test)
+
+
 def scratch_accuracy(x_support, y_support, x_test, y_test, num_classes: int, seed: int) -> float:
-    """A small CNN trained from random initialisation on the raw support images."""
+    """A small model trained from random initialisation on the raw support
+    inputs: a CNN on images, an embedding bag on token ids (integer inputs)."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
+    if np.issubdtype(x_support.dtype, np.integer):
+        layers = [
+            keras.Input(x_support.shape[1:], dtype="int32"),
+            keras.layers.Embedding(MINILM_VOCABULARY, 32, mask_zero=True),
+            keras.layers.GlobalAveragePooling1D(),
+        ]
+    else:
+        layers = [
             keras.Input(x_support.shape[1:]),
             keras.layers.Conv2D(16, 3, activation="relu"),
             keras.layers.MaxPooling2D(),
             keras.layers.Conv2D(32, 3, activation="relu"),
             keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(num_classes),
         ]
-    )
+    model = keras.Sequential([*layers, keras.layers.Dense(num_classes)])
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(x_support, y_support, epochs=100, batch_size=32, verbose=0)
-    predictions = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1)
-    return float(np.mean(predictions == y_test))
+    return _accuracy(model, x_test, y_test)
+
+
+def finetuned_accuracy(kind, twin, candidate, x_train, y_train, x_test, y_test, args):
+    """`(test accuracy, training seconds)` of the backbone cut at `candidate` and
+    pooled as in the feature passes, all of it trainable, under a new Dense head.
+
+    The backbone is newly loaded (or its random twin rebuilt) for each
+    candidate; it runs with `training=False` as in the feature passes
+    (BatchNorm on its stored statistics, no dropout), its weights trained.
+    """
+    backbone = fresh_backbone(kind, twin)
+    if kind == "text":
+        encoder, _, _ = _text_encoder(backbone, [int(candidate.removeprefix("minilm_layer"))])
+    else:
+        stage = candidate.removeprefix("effnet_")
+        encoder, _, _ = _image_encoder(backbone, args.image_size, [stage])
+    encoder.trainable = True
+    keras.utils.set_random_seed(0)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    model = keras.Sequential(
+        [keras.Input(x_train.shape[1:], dtype=x_train.dtype), encoder, _dense(num_classes)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.finetune_lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    start = time.perf_counter()
+    model.fit(
+        x_train, y_train, epochs=args.finetune_epochs, batch_size=FINETUNE_BATCH_SIZE, verbose=0
+    )
+    seconds = time.perf_counter() - start
+    return _accuracy(model, x_test, y_test, args.batch_size), seconds
+
+
+def _accuracy(model, x, y, batch_size: int = 256) -> float:
+    predictions = model.predict(x, batch_size=batch_size, verbose=0).argmax(axis=1)
+    return float(np.mean(predictions == y))
+
+
+def _model_inputs(kind: str, inputs):
+    """What a model on raw inputs takes: token ids for sentences, images as they are."""
+    return tokenize(inputs, SEQUENCE_LENGTH) if kind == "text" else inputs
 
 
 # Parts ---------------------------------------------------------------------
 
 
 def ranking(extractors, args) -> dict:
-    from scipy.stats import kendalltau
-
     targets = [("movies", "text", args.text_train, args.text_test)]
     targets += [(name, "image", args.image_train, args.image_test) for name in IMAGE_DATA]
     rows = []
     for target, kind, train_count, test_count in targets:
         for twin in (False, True):
             extractor = extractors[kind, twin]
-            train, y_train, _ = extractor.get(target, "train", train_count)
-            test, y_test, _ = extractor.get(target, "test", test_count)
+            train, y_train, x_train = extractor.get(target, "train", train_count)
+            test, y_test, x_test = extractor.get(target, "test", test_count)
+            if args.finetune:
+                tuning = (
+                    _model_inputs(kind, x_train[: args.finetune_train]),
+                    y_train[: args.finetune_train],
+                    _model_inputs(kind, x_test),
+                    y_test,
+                )
             for candidate in train:
                 row = {"target": target, "candidate": candidate, "random_init": twin}
                 row.update(_scores(train[candidate], y_train, candidate, extractor))
                 row["probe_accuracy"] = linear_probe(
                     train[candidate], y_train, test[candidate], y_test
                 )
+                if args.finetune:
+                    accuracy, seconds = finetuned_accuracy(kind, twin, candidate, *tuning, args)
+                    row.update(
+                        finetune_accuracy=accuracy,
+                        finetune_s=seconds,
+                        finetune_train_examples=len(tuning[1]),
+                    )
                 row.update(
                     train_examples=len(y_train),
                     test_examples=len(y_test),
@@ -304,23 +441,38 @@ def ranking(extractors, args) -> dict:
                 )
                 rows.append(row)
                 log(f"ranking {target} {_label(row)}: {_row_numbers(row)}")
-    methods = ("logme", "h_score", "leep", "nce")
+    result = {"rows": rows, "kendall_tau": kendall_taus(rows, "probe_accuracy")}
+    if args.finetune:
+        result["finetune_epochs"] = args.finetune_epochs
+        result["finetune_learning_rate"] = args.finetune_lr
+        result["kendall_tau_finetune"] = kendall_taus(
+            rows, "finetune_accuracy", ("probe_accuracy", *SCORES)
+        )
+    result["rank_backbones"] = _rank_backbones(extractors, args)
+    return result
+
+
+def kendall_taus(rows, reference: str, methods=SCORES) -> dict:
+    """Kendall's tau between each of `methods` and `reference` per target, pooled
+    over the targets, and its mean per target."""
+    from scipy.stats import kendalltau
+
     taus = {}
     for method in methods:
         per_target = {}
-        for target, *_ in targets:
+        for target in dict.fromkeys(r["target"] for r in rows):
             scored = [r for r in rows if r["target"] == target and method in r]
             if len(scored) >= 2:
-                tau = kendalltau([r[method] for r in scored], [r["probe_accuracy"] for r in scored])
+                tau = kendalltau([r[method] for r in scored], [r[reference] for r in scored])
                 per_target[target] = {"tau": float(tau.statistic), "candidates": len(scored)}
         scored = [r for r in rows if method in r]
-        pooled = kendalltau([r[method] for r in scored], [r["probe_accuracy"] for r in scored])
+        pooled = kendalltau([r[method] for r in scored], [r[reference] for r in scored])
         taus[method] = {
             "per_target": per_target,
             "pooled": float(pooled.statistic),
             "mean_per_target": statistics.mean(t["tau"] for t in per_target.values()),
         }
-    return {"rows": rows, "kendall_tau": taus, "rank_backbones": _rank_backbones(extractors, args)}
+    return taus
 
 
 def _scores(features, labels, candidate, extractor) -> dict:
@@ -382,12 +534,19 @@ def few_shot(extractors, args) -> list[dict]:
         ("fashion", "image", "effnet_top", args.image_train, args.image_test, 10),
         ("movies", "text", TEXT_FEATURES, args.text_train, args.text_test, 2),
     ]
+    scratch = {
+        "image": ("scratch_cnn", "raw pixels"),
+        "text": ("scratch_embedding_bag", "token ids"),
+    }
     rows = []
     for dataset, kind, candidate, train_count, test_count, num_classes in settings:
         extractor = extractors[kind, False]
         train, y_train, x_train = extractor.get(dataset, "train", train_count)
         test, y_test, x_test = extractor.get(dataset, "test", test_count)
         features, test_features = train[candidate], test[candidate]
+        if args.scratch:
+            x_train, x_test = _model_inputs(kind, x_train), _model_inputs(kind, x_test)
+        scratch_method, scratch_inputs = scratch[kind]
         smallest = int(np.bincount(y_train).min())
         for shots in args.shots:
             if shots + 1 > smallest:  # The episodes draw one (unused) query too.
@@ -396,17 +555,22 @@ def few_shot(extractors, args) -> list[dict]:
             episodes = kt.few_shot_episodes(
                 np.arange(len(y_train)), y_train, shots, queries=1, episodes=args.episodes
             )
-            results = {"prototype": [], "linear_probe": []}
-            if args.scratch and kind == "image":
-                results["scratch_cnn"] = []
+            results = {"prototype": [], "linear_probe": [], "prototype_finetuned": []}
+            if args.scratch:
+                results[scratch_method] = []
             for index, episode in enumerate(episodes):
                 support, labels = features[episode.x_support], episode.y_support
                 results["prototype"].append(
                     prototype_accuracy(support, labels, test_features, y_test, num_classes)
                 )
                 results["linear_probe"].append(linear_probe(support, labels, test_features, y_test))
-                if "scratch_cnn" in results:
-                    results["scratch_cnn"].append(
+                results["prototype_finetuned"].append(
+                    prototype_finetuned_accuracy(
+                        support, labels, test_features, y_test, num_classes
+                    )
+                )
+                if args.scratch:
+                    results[scratch_method].append(
                         scratch_accuracy(
                             x_train[episode.x_support], labels, x_test, y_test, num_classes, index
                         )
@@ -415,7 +579,7 @@ def few_shot(extractors, args) -> list[dict]:
                 rows.append(
                     {
                         "dataset": dataset,
-                        "features": candidate if method != "scratch_cnn" else "raw pixels",
+                        "features": scratch_inputs if method == scratch_method else candidate,
                         "shots": shots,
                         "method": method,
                         "accuracies": accuracies,
@@ -496,9 +660,11 @@ def _check_library_paths(classifier, preprocessor, extractor, count: int = 32) -
 
 
 def ranking_table(result) -> str:
+    rows = result["rows"]
+    finetuned = "kendall_tau_finetune" in result
     header = ["target", "candidate", "LogME", "s", "H-score", "s", "LEEP", "NCE", "probe acc %"]
-    lines = [header]
-    for row in result["rows"]:
+    lines = [header + (["fine-tuned acc %", "s"] if finetuned else [])]
+    for row in rows:
         lines.append(
             [
                 row["target"],
@@ -511,6 +677,11 @@ def ranking_table(result) -> str:
                 f"{row['nce']:.4f}" if "nce" in row else "-",
                 f"{100 * row['probe_accuracy']:.1f}",
             ]
+            + (
+                [f"{100 * row['finetune_accuracy']:.1f}", f"{row['finetune_s']:.0f}"]
+                if finetuned
+                else []
+            )
         )
     text = _table(lines)
     text += "\nLEEP / NCE: only for the EfficientNet top (the ImageNet classifier's softmax); "
@@ -527,36 +698,47 @@ def ranking_table(result) -> str:
             "H-score is saturated at classes - 1 (as many dimensions as examples: the "
             f"covariance is singular) for: {', '.join(saturated)}.\n"
         )
-    text += "\n"
-    tau_lines = [
-        [
-            "score",
-            *[t for t in result["kendall_tau"]["logme"]["per_target"]],
-            "pooled",
-            "mean per target",
-        ]
-    ]
-    for method, tau in result["kendall_tau"].items():
-        tau_lines.append(
-            [method]
-            + [
-                f"{tau['per_target'][t]['tau']:+.2f} (n={tau['per_target'][t]['candidates']})"
-                if t in tau["per_target"]
-                else "-"
-                for t in tau_lines[0][1:-2]
-            ]
-            + [f"{tau['pooled']:+.2f}", f"{tau['mean_per_target']:+.2f}"]
+    if finetuned:
+        mean = {
+            k: statistics.mean(r[k] for r in rows) for k in ("finetune_s", "logme_s", "h_score_s")
+        }
+        examples = ", ".join(sorted({str(r["finetune_train_examples"]) for r in rows}, key=int))
+        text += (
+            "Fine-tuned: the backbone cut at the candidate, all trainable, + a Dense head; "
+            f"Adam {result['finetune_learning_rate']:g}, {result['finetune_epochs']} epochs on the "
+            f"first {examples} training examples; s = training time. Mean seconds per "
+            f"candidate: fine-tuning {mean['finetune_s']:.1f}, LogME {mean['logme_s']:.3f}, "
+            f"H-score {mean['h_score_s']:.3f}.\n"
         )
+    text += "\nKendall's tau, score vs linear-probe accuracy:\n" + _tau_table(result["kendall_tau"])
+    if finetuned:
+        text += "\n\nKendall's tau, score (and probe accuracy) vs fine-tuned accuracy:\n"
+        text += _tau_table(result["kendall_tau_finetune"])
     check = result["rank_backbones"]
     return (
         text
-        + "Kendall's tau, score vs linear-probe accuracy:\n"
-        + _table(tau_lines)
         + f"\n\nkt.rank_backbones on {check['examples']} movie sentences: LogME "
         + f"{check['logme']:.4f} (this script's layer 6: {check['benchmark_logme']:.4f}), "
         + f"random twin {check['random_logme']:.4f} ({check['benchmark_random_logme']:.4f}), "
         + f"{check['seconds']:.1f} s"
     )
+
+
+def _tau_table(taus) -> str:
+    targets = list(dict.fromkeys(t for tau in taus.values() for t in tau["per_target"]))
+    lines = [["score", *targets, "pooled", "mean per target"]]
+    for method, tau in taus.items():
+        lines.append(
+            [method]
+            + [
+                f"{tau['per_target'][t]['tau']:+.2f} (n={tau['per_target'][t]['candidates']})"
+                if t in tau["per_target"]
+                else "-"
+                for t in targets
+            ]
+            + [f"{tau['pooled']:+.2f}", f"{tau['mean_per_target']:+.2f}"]
+        )
+    return _table(lines)
 
 
 def accuracy_table(rows, keys) -> str:
@@ -607,7 +789,7 @@ def _label(row) -> str:
 
 
 def _row_numbers(row) -> str:
-    keys = [k for k in ("logme", "h_score", "leep", "nce", "probe_accuracy") if k in row]
+    keys = [k for k in (*SCORES, "probe_accuracy", "finetune_accuracy", "finetune_s") if k in row]
     return ", ".join(f"{k} {row[k]:.4g}" for k in keys)
 
 
@@ -655,13 +837,29 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=96, help="resize images to this")
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 5, 10, 20])
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--scratch", action="store_true", help="few-shot: add a CNN from scratch")
+    parser.add_argument(
+        "--scratch",
+        action="store_true",
+        help="few-shot: add a CNN (images) / embedding bag (text) trained from scratch",
+    )
     parser.add_argument("--zero-shot-test", type=int, default=2000, help="test sentences/domain")
     parser.add_argument("--pool", type=int, default=200, help="5-shot support pool per domain")
     parser.add_argument(
         "--rank-examples", type=int, default=256, help="kt.rank_backbones cross-check sentences"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="examples per backbone pass")
+    parser.add_argument(
+        "--finetune", action="store_true", help="ranking: also fine-tune every candidate"
+    )
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs")
+    parser.add_argument(
+        "--finetune-lr", type=float, default=1e-4, help="fine-tuning Adam learning rate"
+    )
+    parser.add_argument(
+        "--finetune-train",
+        type=int,
+        help="fine-tune on the first N examples of each training subset (default: all of it)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny subsets")
     parser.add_argument("--json", help="write every number there")
     parser.add_argument("--plot", help="few-shot: save accuracy against shots there")
