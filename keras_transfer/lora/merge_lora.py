@@ -6,7 +6,7 @@ import keras
 
 from keras_transfer._keras_internals.layers import lora_base_variable
 from keras_transfer._keras_internals.training import sync_jax_state
-from keras_transfer.groups.layer_variables import LORA_FACTOR_ATTRIBUTES
+from keras_transfer.groups.layer_variables import LORA_FACTOR_ATTRIBUTES, lora_factors
 from keras_transfer.lora._lora_layers import layer_path, lora_layers, retrace
 
 
@@ -80,10 +80,11 @@ def merged_copy(model: keras.Model) -> keras.Model:
     Returns:
         `model` itself when no layer has LoRA, else the merged copy.
     """
-    if not lora_layers(model):
+    layers = lora_layers(model)
+    if not layers:
         return model
     sync_jax_state(model)
-    values = _merged_values(model)
+    values = _merged_values(model, layers)
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     if lora_layers(copy):
         # A layer config can carry `lora_rank`: drop the fresh factors first.
@@ -102,19 +103,12 @@ def merged_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _merged_values(model) -> dict:
+def _merged_values(model, layers) -> dict:
     """`{variable.path: value}` of `model`'s weights as a plain model holds
-    them: each LoRA layer's base kernel merged, its factors left out."""
-    merged = {}
-    for layer in lora_layers(model):
-        name = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"
-        merged[lora_base_variable(layer).path] = keras.ops.convert_to_numpy(getattr(layer, name))
-    factors = {
-        id(getattr(layer, name))
-        for layer in lora_layers(model)
-        for name in LORA_FACTOR_ATTRIBUTES
-        if getattr(layer, name, None) is not None
-    }
+    them: each LoRA layer (of `layers`) with its base kernel merged, its
+    factors left out."""
+    merged = {lora_base_variable(layer).path: _merged_kernel(layer) for layer in layers}
+    factors = {id(variable) for variable in lora_factors(model)}
     return {
         variable.path: merged.get(variable.path, keras.ops.convert_to_numpy(variable))
         for variable in model.weights
@@ -122,10 +116,16 @@ def _merged_values(model) -> dict:
     }
 
 
+def _merged_kernel(layer):
+    """The kernel (an `Embedding`'s table) Keras' LoRA layer computes,
+    `W + (alpha / rank) * A @ B`, as a numpy array."""
+    name = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"
+    return keras.ops.convert_to_numpy(getattr(layer, name))
+
+
 def _merge(layer) -> None:
     base = lora_base_variable(layer)
-    merged_property = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"
-    merged = keras.ops.convert_to_numpy(getattr(layer, merged_property))
+    merged = _merged_kernel(layer)
     for name in LORA_FACTOR_ATTRIBUTES:
         if getattr(layer, name, None) is not None:
             # Keras untracks a variable attribute when it is deleted.

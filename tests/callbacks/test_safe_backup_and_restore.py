@@ -169,7 +169,9 @@ def test_bad_arguments():
     # `save_freq` that is neither "epoch" nor an integer; so do we, and we
     # also refuse the integers that would back up nothing sensible.
     for empty in ("", None):
-        with pytest.raises(ValueError, match="Empty `backup_dir` argument passed.*path of a folder"):
+        with pytest.raises(
+            ValueError, match="Empty `backup_dir` argument passed.*path of a folder"
+        ):
             kt.SafeBackupAndRestore(empty)
     for save_freq in ("batch", 0.15, 0, -1, True, None):
         with pytest.raises(ValueError, match="Invalid value for `save_freq`.*integer N >= 1"):
