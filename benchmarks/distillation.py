@@ -23,6 +23,11 @@ Three parts (`--part vision|text|speed|all`):
   `keras.distillation.Distiller` cannot take. Batches are dicts
   `{"minilm_ids": ..., "word_ids": ...}` and `teacher_inputs="minilm_ids"`.
   Labels alone vs distilled, per seed, on all 2,113 test sentences.
+  `--text-teacher-weights` makes the teacher a fine-tuned MiniLM classifier
+  (saved by `progressive_cache.py --part recipe --save-weights`);
+  `--text-transfer-domains amazon,nyt,tweets` adds a pure-distillation arm over
+  the labelled sentences and those domains' sentences, labels unused (the
+  student's vocabulary is fitted on all of them, for every arm).
 - speed: epoch times of `keras.distillation.Distiller` (teacher on every batch)
   against `kt.DistillationModel` with a live teacher and with
   `kt.cache_teacher_outputs`, on the same MiniLM teacher and the same student
@@ -46,6 +51,7 @@ import time
 import keras
 import numpy as np
 from feature_cache import text_encoder, tokenize
+from transfer_accuracy import classifier
 
 import keras_transfer as kt
 from keras_transfer.distillation import DistillationModel, cache_teacher_outputs
@@ -95,7 +101,9 @@ def compare_students(
     cache_s = time.perf_counter() - start
     transfer_cache = None
     if transfer_x is not None:
-        pure = DistillationModel(teacher, make_student(), temperature=TEMPERATURE)
+        pure = DistillationModel(
+            teacher, make_student(), temperature=TEMPERATURE, teacher_inputs=teacher_inputs
+        )
         transfer_cache = cache_teacher_outputs(pure, transfer_x, batch_size=args.batch_size)
     results = {"labels_only": [], "distilled": []}
     student_x_test = probe.student_view(x_test)
@@ -131,7 +139,9 @@ def compare_students(
             keras.utils.set_random_seed(seed)
             student = make_student()
             student.set_weights(initial)
-            model = DistillationModel(teacher, student, temperature=TEMPERATURE)
+            model = DistillationModel(
+                teacher, student, temperature=TEMPERATURE, teacher_inputs=teacher_inputs
+            )
             model.compile(keras.optimizers.Adam(args.learning_rate))
             model.fit(
                 transfer_cache[0],
@@ -233,21 +243,48 @@ def minilm_teacher(x_ids, y, args):
     return teacher, cache
 
 
+def finetuned_minilm_teacher(args):
+    """A fine-tuned MiniLM classifier (`transfer_accuracy.py`'s text model)
+    with the weights in `--text-teacher-weights`; reads token ids."""
+    backbone = kt.load_backbone("minilm_l6")
+    encoder = text_encoder(backbone, args.seq_len, inference_only=False)
+    teacher = classifier(encoder, (args.seq_len,), "int32", 2)
+    teacher.load_weights(args.text_teacher_weights)
+    teacher.trainable = False
+    return teacher
+
+
+def transfer_sentences(args) -> list:
+    """Sentences of the other VADER domains (`--text-transfer-domains`),
+    training and test splits, labels dropped: the unlabelled transfer set."""
+    sentences = []
+    for domain in args.text_transfer_domains.split(","):
+        (x_train, _), (x_test, _) = kt.datasets.load_vader(domain.strip())
+        sentences.extend(list(x_train) + list(x_test))
+    return sentences[: args.text_transfer_max]
+
+
 def run_text(args, texts) -> dict:
     (x_train, y_train), (x_test, y_test), ids, ids_test = texts
     x, y = x_train[: args.text_train], y_train[: args.text_train]
     start = time.perf_counter()
-    teacher, cache = minilm_teacher(ids[: args.text_train], y, args)
-    features, _ = cache.extract(ids_test, y_test)
-    teacher_logits = keras.ops.convert_to_numpy(teacher.get_layer("head")(features))
-    teacher_accuracy = float(np.mean(np.argmax(teacher_logits, -1) == y_test))
+    if args.text_teacher_weights:
+        teacher = finetuned_minilm_teacher(args)
+        teacher_accuracy = accuracy(teacher, ids_test, y_test)
+    else:
+        teacher, cache = minilm_teacher(ids[: args.text_train], y, args)
+        features, _ = cache.extract(ids_test, y_test)
+        teacher_logits = keras.ops.convert_to_numpy(teacher.get_layer("head")(features))
+        teacher_accuracy = float(np.mean(np.argmax(teacher_logits, -1) == y_test))
     teacher_s = time.perf_counter() - start
     print(f"text teacher: {teacher_accuracy:.4f} ({teacher_s:.0f} s)", flush=True)
+    extra = transfer_sentences(args) if args.text_transfer_domains else []
 
     vectorizer = keras.layers.TextVectorization(
         max_tokens=args.vocabulary, output_sequence_length=args.seq_len
     )
-    vectorizer.adapt(x)
+    # Unlabelled sentences may shape the vocabulary: every arm gets the same one.
+    vectorizer.adapt(np.concatenate([np.asarray(x, dtype=object), np.asarray(extra, dtype=object)]))
 
     def word_ids(sentences):
         return keras.ops.convert_to_numpy(vectorizer(sentences)).astype("int32")
@@ -265,13 +302,33 @@ def run_text(args, texts) -> dict:
 
     batch = {"minilm_ids": ids[: args.text_train], "word_ids": word_ids(x)}
     batch_test = {"word_ids": word_ids(x_test)}
+    transfer = None
+    if extra:
+        sentences = list(x) + extra
+        transfer = {
+            "minilm_ids": np.concatenate([ids[: args.text_train], tokenize(extra, args.seq_len)]),
+            "word_ids": word_ids(sentences),
+        }
     students, cache_s = compare_students(
-        make_student, teacher, batch, y, batch_test, y_test, args, teacher_inputs="minilm_ids"
+        make_student,
+        teacher,
+        batch,
+        y,
+        batch_test,
+        y_test,
+        args,
+        teacher_inputs="minilm_ids",
+        transfer_x=transfer,
     )
     return {
+        "teacher": "fine-tuned" if args.text_teacher_weights else "frozen encoder + head",
         "teacher_accuracy": teacher_accuracy,
         "students": students,
         "gap_recovered": gap_recovered(teacher_accuracy, students),
+        "gap_recovered_transfer_set": (
+            gap_recovered(teacher_accuracy, students, "distilled_transfer_set") if extra else None
+        ),
+        "num_transfer": 0 if transfer is None else len(transfer["word_ids"]),
         "teacher_train_s": teacher_s,
         "cache_s": cache_s,
         "num_train": len(y),
@@ -393,6 +450,20 @@ def main(argv=None) -> None:
     parser.add_argument("--student-units", type=int, default=128)
     parser.add_argument("--text-train", type=int, default=2048)
     parser.add_argument("--teacher-head-epochs", type=int, default=10)
+    parser.add_argument(
+        "--text-teacher-weights",
+        help="a fine-tuned MiniLM teacher's `.weights.h5` (progressive_cache.py --save-weights); "
+        "default: the frozen encoder with a head trained here",
+    )
+    parser.add_argument(
+        "--text-transfer-domains",
+        default="",
+        help="comma-separated VADER domains whose sentences (labels unused) join the labelled "
+        "ones in a pure-distillation arm, e.g. amazon,nyt,tweets",
+    )
+    parser.add_argument(
+        "--text-transfer-max", type=int, default=None, help="cap on those sentences (default all)"
+    )
     parser.add_argument("--vocabulary", type=int, default=10000)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--speed-samples", type=int, default=512)
