@@ -166,7 +166,9 @@ def stage_part(args) -> dict:
         rounds.append(result)
     ratios = {
         f"{side}_over_full": {
-            clock: [r[side]["steady_epoch"][clock] / r["full"]["steady_epoch"][clock] for r in rounds]
+            clock: [
+                r[side]["steady_epoch"][clock] / r["full"]["steady_epoch"][clock] for r in rounds
+            ]
             for clock in ("wall_s", "cpu_s")
         }
         for side in ("frozen", "cached")
