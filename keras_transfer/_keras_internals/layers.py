@@ -90,6 +90,21 @@ def lora_base_variable(layer: keras.layers.Layer) -> keras.Variable:
     )
 
 
+def delete_variable_attributes(layer: keras.layers.Layer, names) -> None:
+    """Deletes `layer`'s variable attributes `names` and untracks their variables.
+
+    What `del layer.<name>` does for a variable, without the `gc.collect()`
+    Keras' `Layer.__delattr__` runs after each one (a full collection per
+    variable: seconds for the factors of a whole model); callers deleting
+    many variables collect once after the last. Relies on
+    `Layer._untrack_variable(variable)` and on the `__delattr__` of the class
+    after `Layer` in the layer's MRO, which `Layer.__delattr__` calls.
+    """
+    for name in names:
+        layer._untrack_variable(getattr(layer, name))
+        super(keras.layers.Layer, layer).__delattr__(name)
+
+
 def attach_state(model: keras.layers.Layer, name: str, value) -> None:
     """Makes `value`, a layer or a metric, part of the built `model`'s state as
     the attribute `name`, outside the model's computation.

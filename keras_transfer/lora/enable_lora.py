@@ -55,6 +55,13 @@ def enable_lora(
     groups (`kt.layer_groups`, `FreezeSchedule`, `DiscriminativeLR`) after it,
     so that they see the factors.
 
+    On `EinsumDense` (KerasHub attention projections) Keras factors only the
+    kernel's last axis: a `(hidden, heads, head_dim)` query kernel gets
+    `A` of shape `(hidden, heads, rank)` and `B` of `(rank, head_dim)`, so
+    MiniLM's `query` at rank 8 trains 37,120 factor parameters where the
+    paper's `(hidden, rank) @ (rank, heads * head_dim)` would train 6,144.
+    The summary counts what Keras creates.
+
     Use `kt.save_adapters` to save what trained apart from the backbone and
     `kt.merge_lora` to fold the factors into the kernels for serving.
 

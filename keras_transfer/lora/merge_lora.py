@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import keras
 
-from keras_transfer._keras_internals.layers import lora_base_variable
+from keras_transfer._keras_internals.layers import delete_variable_attributes, lora_base_variable
 from keras_transfer._keras_internals.training import sync_jax_state
 from keras_transfer.groups.layer_variables import LORA_FACTOR_ATTRIBUTES, lora_factors
 from keras_transfer.lora._lora_layers import layer_path, lora_layers, retrace
@@ -62,6 +64,8 @@ def merge_lora(model: keras.Model) -> None:
     sync_jax_state(model)
     for layer in layers:
         _merge(layer)
+    # Frees the factors' buffers now, once (what Keras' `del` does per variable).
+    gc.collect()
     retrace(model)
 
 
@@ -126,10 +130,8 @@ def _merged_kernel(layer):
 def _merge(layer) -> None:
     base = lora_base_variable(layer)
     merged = _merged_kernel(layer)
-    for name in LORA_FACTOR_ATTRIBUTES:
-        if getattr(layer, name, None) is not None:
-            # Keras untracks a variable attribute when it is deleted.
-            delattr(layer, name)
+    factors = [name for name in LORA_FACTOR_ATTRIBUTES if getattr(layer, name, None) is not None]
+    delete_variable_attributes(layer, factors)
     layer.lora_enabled = False
     layer.lora_rank = None
     layer.lora_alpha = None

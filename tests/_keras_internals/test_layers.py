@@ -8,6 +8,7 @@ from keras_transfer._keras_internals.layers import (
     attach_state,
     build_at_init,
     call_outputs,
+    delete_variable_attributes,
     detach_state,
     flatten_layers,
     lora_base_variable,
@@ -219,3 +220,22 @@ def test_lora_base_variable_is_what_the_public_property_adds_the_update_to(
         keras.ops.convert_to_numpy(base) + update,
         rtol=1e-6,
     )
+
+
+def test_delete_variable_attributes_untracks_as_del_does_without_a_collection_each(monkeypatch):
+    deleted, reference = keras.layers.Dense(3), keras.layers.Dense(3)
+    for layer in (deleted, reference):
+        layer.build((None, 4))
+        layer.enable_lora(2)
+    collections = []
+    monkeypatch.setattr("gc.collect", lambda *args: collections.append(args))
+    delete_variable_attributes(deleted, ["lora_kernel_a", "lora_kernel_b"])
+    assert collections == []
+    del reference.lora_kernel_a
+    del reference.lora_kernel_b
+    assert len(collections) == 2  # Keras' own `del` collects after each variable.
+    for layer in (deleted, reference):
+        assert not hasattr(layer, "lora_kernel_a") and not hasattr(layer, "lora_kernel_b")
+    paths = [[variable.path for variable in layer.weights] for layer in (deleted, reference)]
+    assert [path.split("/")[-1] for path in paths[0]] == ["kernel", "bias"]
+    assert [path.split("/")[-1] for path in paths[1]] == ["kernel", "bias"]
