@@ -32,7 +32,8 @@ on the same machine under the same load:
     side's fine-tuned model (the fine-tuned teacher of `distillation.py`).
 
 Data: the first `--num-samples` training sentences of
-`kt.datasets.load_vader("movies")`, tokenised to `--seq-len` MiniLM ids.
+`kt.datasets.load_vader("movies")` (stage: 512, recipe: all 8,455 unless
+given), tokenised to `--seq-len` MiniLM ids.
 
 Usage:
 
@@ -280,7 +281,9 @@ def recipe_part(args) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("stage", "recipe"), default="stage")
-    parser.add_argument("--num-samples", type=int, default=512)
+    parser.add_argument(
+        "--num-samples", type=int, default=None, help="training sentences (stage: 512, recipe: all)"
+    )
     parser.add_argument("--num-test", type=int, default=None, help="recipe: test sentences")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -298,6 +301,8 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    if args.num_samples is None and args.part == "stage":
+        args.num_samples = 512
     part = stage_part if args.part == "stage" else recipe_part
     result = {
         "backend": keras.backend.backend(),
