@@ -304,11 +304,15 @@ def run_text(args, texts) -> dict:
     batch_test = {"word_ids": word_ids(x_test)}
     transfer = None
     if extra:
-        sentences = list(x) + extra
         transfer = {
             "minilm_ids": np.concatenate([ids[: args.text_train], tokenize(extra, args.seq_len)]),
-            "word_ids": word_ids(sentences),
+            "word_ids": word_ids(list(x) + extra),
         }
+        # A sentence with no word in the student's vocabulary (a tweet of
+        # emoticons) is all padding: its masked average is 0 / 0, a NaN that
+        # would poison the student. The student cannot read those; drop them.
+        readable = transfer["word_ids"].any(axis=1)
+        transfer = {key: value[readable] for key, value in transfer.items()}
     students, cache_s = compare_students(
         make_student,
         teacher,
