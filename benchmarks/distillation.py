@@ -304,9 +304,10 @@ def run_text(args, texts) -> dict:
     batch_test = {"word_ids": word_ids(x_test)}
     transfer = None
     if extra:
+        # The labelled sentences first, their ids as already tokenised.
         transfer = {
-            "minilm_ids": np.concatenate([ids[: args.text_train], tokenize(extra, args.seq_len)]),
-            "word_ids": word_ids(list(x) + extra),
+            "minilm_ids": np.concatenate([batch["minilm_ids"], tokenize(extra, args.seq_len)]),
+            "word_ids": np.concatenate([batch["word_ids"], word_ids(extra)]),
         }
         # A sentence with no word in the student's vocabulary (a tweet of
         # emoticons) is all padding: its masked average is 0 / 0, a NaN that

@@ -106,6 +106,7 @@ def run_arm(arm: str, seed: int, args) -> dict:
     )
 
     import keras_transfer as kt
+    from keras_transfer.groups.layer_variables import count_params
 
     (x_train, y_train), (x_test, y_test) = kt.datasets.load_vader("movies")
     x_train, y_train = x_train[: args.max_train], y_train[: args.max_train]
@@ -121,24 +122,29 @@ def run_arm(arm: str, seed: int, args) -> dict:
     if rank:
         layers = "query|value" if arm.startswith("qv") else None
         summary = kt.enable_lora(plan, rank=rank, layers=layers)
-        plan = groups_that_train(model)  # Resolved again: the plan now sees the factors.
         result["lora_params"] = summary.lora_params
         result["lora_layers"] = len(summary.layers)
-    total_steps = args.epochs * -(-len(y_train) // args.batch_size)
+    steps_per_epoch = -(-len(y_train) // args.batch_size)
+    if args.epochs == 1 and steps_per_epoch <= StepClock.TRACING_STEPS:
+        raise SystemExit(
+            f"{steps_per_epoch} steps in one epoch leave no step to time after the "
+            f"{StepClock.TRACING_STEPS} that trace: give more --max-train or --epochs 2."
+        )
+    total_steps = args.epochs * steps_per_epoch
     peak_lr = args.lora_lr if rank else args.full_lr
     optimizer = keras.optimizers.AdamW(
         warmup_cosine(peak_lr, total_steps), weight_decay=WEIGHT_DECAY
     )
     compile_model(model, optimizer)
-    result["trainable_params"] = int(sum(np.prod(v.shape) for v in model.trainable_weights))
-    result["total_params"] = int(sum(np.prod(v.shape) for v in model.weights))
+    result["trainable_params"] = count_params(model.trainable_weights)
+    result["total_params"] = model.count_params()
     clock = StepClock()
     start = time.perf_counter()
     model.fit(
         x, y_train, epochs=args.epochs, batch_size=args.batch_size, callbacks=[clock], verbose=2
     )
     result["train_s"] = time.perf_counter() - start
-    result["step_s"] = statistics.median(clock.seconds) if clock.seconds else None
+    result["step_s"] = statistics.median(clock.seconds)
     logits = model.predict(x_test_ids, batch_size=256, verbose=0)
     result["test_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == y_test))
     if rank:

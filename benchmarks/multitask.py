@@ -69,10 +69,6 @@ def optimizer(args):
     return keras.optimizers.AdamW(args.lr, weight_decay=WEIGHT_DECAY)
 
 
-def count(variables) -> int:
-    return int(sum(np.prod(variable.shape) for variable in variables))
-
-
 def accuracy(model, x, y) -> float:
     logits = model.predict(x, batch_size=256, verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == y))
@@ -104,7 +100,7 @@ def run_multitask(data, args, seed) -> dict:
     scores = {
         domain: accuracy(model.task_model(domain), *test) for domain, (_, test) in data.items()
     }
-    return {"accuracy": scores, "stored_params": count(model.weights)}
+    return {"accuracy": scores, "stored_params": model.count_params()}
 
 
 def run_separate(data, args, seed) -> dict:
@@ -112,7 +108,7 @@ def run_separate(data, args, seed) -> dict:
     for domain, (train, test) in data.items():
         model = train_classifier(train, args, seed)
         scores[domain] = accuracy(model, *test)
-        stored += count(model.weights)
+        stored += model.count_params()
     return {"accuracy": scores, "stored_params": stored}
 
 
@@ -121,7 +117,7 @@ def run_pooled(data, args, seed) -> dict:
     y = np.concatenate([train[1] for train, _ in data.values()])
     model = train_classifier((x, y), args, seed)
     scores = {domain: accuracy(model, *test) for domain, (_, test) in data.items()}
-    return {"accuracy": scores, "stored_params": count(model.weights)}
+    return {"accuracy": scores, "stored_params": model.count_params()}
 
 
 RUNS = {"multitask": run_multitask, "separate": run_separate, "pooled": run_pooled}

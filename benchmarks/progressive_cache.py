@@ -62,6 +62,7 @@ from transfer_accuracy import (
 )
 
 import keras_transfer as kt
+from keras_transfer.groups.layer_variables import count_params
 
 SEED = 0
 STAGE_LR = 1e-5
@@ -69,25 +70,28 @@ RECIPE_SCHEDULE = {0: 2, 1: 5, 2: "all"}
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Wall and process-CPU seconds of each epoch, and of the gap before the
-    first epoch (where a cached stage runs its prefix)."""
+    """Each epoch's wall and process-CPU seconds, and those since the previous
+    epoch ended (or training began): a cached stage's prefix pass falls in
+    that gap. With a `FreezeSchedule`, also each epoch's trainable groups."""
 
-    def __init__(self):
+    def __init__(self, schedule=None):
         super().__init__()
+        self.schedule = schedule
         self.epochs: list[dict] = []
-        self.before_first_epoch: dict | None = None
 
     def on_train_begin(self, logs=None):
-        self._start = _now()
+        self._last = _now()
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.before_first_epoch is None:
-            self.before_first_epoch = _since(self._start)
+        self._gap = _since(self._last)
         self._start = _now()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(_since(self._start))
-        self._start = _now()
+        entry = {"epoch": epoch, "before_epoch": self._gap, "epoch_time": _since(self._start)}
+        if self.schedule is not None:
+            entry["trainable_groups"] = self.schedule.stage_for(epoch)
+        self.epochs.append(entry)
+        self._last = _now()
 
 
 def _now():
@@ -130,16 +134,16 @@ def run_stage_side(side, model, plan, initial_weights, x, y, args) -> dict:
         kt.FreezeSchedule(plan, {0: 2}, cache_frozen=True, verbose=0).fit(x, y, **fit)
     else:
         model.fit(x, y, **fit)
-    steady = clock.epochs[1:]
+    steady = [epoch["epoch_time"] for epoch in clock.epochs[1:]]
     return {
-        "first_epoch": clock.epochs[0],
+        "first_epoch": clock.epochs[0]["epoch_time"],
         "steady_epochs": steady,
         "steady_epoch": {
             clock_name: statistics.mean(epoch[clock_name] for epoch in steady)
             for clock_name in ("wall_s", "cpu_s")
         },
-        "prefix_pass": clock.before_first_epoch,
-        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
+        "prefix_pass": clock.epochs[0]["before_epoch"],
+        "trainable_params": count_params(model.trainable_weights),
     }
 
 
@@ -208,7 +212,7 @@ def fine_tune(side, model, x, y, args) -> dict:
     adamw = keras.optimizers.AdamW(warmup_cosine(args.lr, total_steps), weight_decay=WEIGHT_DECAY)
     compile_model(model, kt.DiscriminativeLR(adamw, plan, decay=args.decay))
     schedule = kt.FreezeSchedule(plan, RECIPE_SCHEDULE, cache_frozen=side == "cached", verbose=0)
-    stages = StageClock(schedule)
+    stages = EpochClock(schedule)
     keras.utils.set_random_seed(SEED)
     start = _now()
     fit = dict(epochs=args.recipe_epochs, batch_size=args.batch_size, verbose=0)
@@ -217,34 +221,6 @@ def fine_tune(side, model, x, y, args) -> dict:
     else:
         model.fit(x, y, callbacks=[schedule, stages], **fit)
     return {"total": _since(start), "epochs": stages.epochs, "groups": plan.names}
-
-
-class StageClock(keras.callbacks.Callback):
-    """Each epoch's trainable groups, its seconds, and the seconds since the
-    previous epoch ended (a cached stage's prefix pass falls in that gap)."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.schedule = schedule
-        self.epochs: list[dict] = []
-
-    def on_train_begin(self, logs=None):
-        self._last = _now()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._gap = _since(self._last)
-        self._start = _now()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(
-            {
-                "epoch": epoch,
-                "trainable_groups": self.schedule.stage_for(epoch),
-                "before_epoch": self._gap,
-                "epoch_time": _since(self._start),
-            }
-        )
-        self._last = _now()
 
 
 def recipe_part(args) -> dict:
