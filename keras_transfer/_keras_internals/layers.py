@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+
 import keras
+
+# What `attach_state` attached to each model, by attribute name, so that a
+# model training in its place (a cached stage's top) can carry it too.
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def flatten_layers(layer: keras.layers.Layer, include_self: bool = True) -> list:
@@ -125,6 +131,7 @@ def attach_state(model: keras.layers.Layer, name: str, value) -> None:
     for holder in _state_holders(model, value):
         with _unlocked(holder):
             setattr(holder, name, value)
+    _ATTACHED.setdefault(model, {})[name] = value
 
 
 def detach_state(model: keras.layers.Layer, name: str, value) -> None:
@@ -136,6 +143,13 @@ def detach_state(model: keras.layers.Layer, name: str, value) -> None:
             holder._tracker.untrack(value)
             if hasattr(holder, name):
                 delattr(holder, name)
+    _ATTACHED.get(model, {}).pop(name, None)
+
+
+def attached_state(model: keras.layers.Layer) -> dict:
+    """What `attach_state` attached to `model` and `detach_state` has not
+    taken off: `{name: value}`, in the order attached."""
+    return dict(_ATTACHED.get(model, {}))
 
 
 def _state_holders(model, value) -> list:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_transfer._keras_internals.layers import attach_state, attached_state
+
 
 def sync_jax_state(model: keras.Model) -> None:
     """Writes the values a JAX `fit` holds outside the variables back into them.
@@ -66,7 +68,10 @@ def compile_like(model: keras.Model, source: keras.Model) -> None:
     (its state and step count go on), compiled loss, compiled metrics and
     loss mean, the objects themselves, so a step of `model` updates the
     metric values that `source` and callbacks bound to it report, and its
-    `run_eagerly`, `steps_per_execution` and `jit_compile`. Relies on
+    `run_eagerly`, `steps_per_execution` and `jit_compile`. What
+    `attach_state` attached to `source` (a `kt.L2SP` or `kt.EWC` penalty and
+    its log) is attached to `model` too: its log joins `model`'s metrics and
+    its running sums travel in a JAX step's state. Relies on
     `Trainer.compile` and on Keras keeping the compiled loss, the compiled
     metrics and the loss mean in `_compile_loss`, `_compile_metrics` and
     `_loss_tracker`, which `Trainer.metrics` and the train step read.
@@ -81,3 +86,5 @@ def compile_like(model: keras.Model, source: keras.Model) -> None:
     model._compile_loss = source._compile_loss
     model._compile_metrics = source._compile_metrics
     model._loss_tracker = source._loss_tracker
+    for name, value in attached_state(source).items():
+        attach_state(model, name, value)

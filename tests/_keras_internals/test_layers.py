@@ -6,6 +6,7 @@ import pytest
 
 from keras_transfer._keras_internals.layers import (
     attach_state,
+    attached_state,
     build_at_init,
     call_outputs,
     delete_variable_attributes,
@@ -159,6 +160,7 @@ def test_attach_state_adds_weights_and_a_metric_outside_the_computation(index, t
     holder, metric = StateHolder(), keras.metrics.Mean(name="extra")
     attach_state(model, "extra_state", holder)
     attach_state(model, "extra_metric", metric)
+    assert attached_state(model) == {"extra_state": holder, "extra_metric": metric}
     assert set(map(id, weights)) < set(map(id, model.weights))
     assert holder.anchor in model.non_trainable_weights
     assert [m.name for m in model.metrics].count("extra") == 1
@@ -176,6 +178,7 @@ def test_attach_state_adds_weights_and_a_metric_outside_the_computation(index, t
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(holder.anchor), [5.0, 6.0])
     detach_state(model, "extra_state", holder)
     detach_state(model, "extra_metric", metric)
+    assert attached_state(model) == {}
     assert [id(v) for v in model.weights] == [id(v) for v in weights]
     assert "extra" not in [m.name for m in model.metrics]
     assert not hasattr(model, "extra_state")

@@ -167,6 +167,33 @@ def test_with_freeze_schedule_a_frozen_group_gets_no_penalty_gradient():
     assert l2sp.alpha == pytest.approx(ALPHA)
 
 
+def test_a_cached_freeze_schedule_trains_and_logs_as_the_uncached_one():
+    # The cached stage trains a cut-off top model: the penalty must ride
+    # along, in the loss and in the logs, on every backend.
+    runs = {}
+    for cached in (False, True):
+        keras.utils.set_random_seed(0)
+        model = dense_model()
+        plan = kt.layer_groups(model)
+        kt.L2SP(plan, alpha=ALPHA, beta=BETA)
+        perturb(model, PRETRAINED)
+        model.compile(keras.optimizers.SGD(0.01), loss="mse")
+        schedule = kt.FreezeSchedule(plan, {0: 1, 1: "all"}, cache_frozen=cached, verbose=0)
+        x, y = regression_data(16)
+        fit = dict(batch_size=8, epochs=2, shuffle=False, verbose=0)
+        if cached:
+            history = schedule.fit(x, y, **fit)
+        else:
+            history = model.fit(x, y, callbacks=[schedule], **fit)
+        runs[cached] = (values(model.weights), history.history)
+    (uncached_weights, uncached_logs), (cached_weights, cached_logs) = runs[False], runs[True]
+    for cached_value, uncached_value in zip(cached_weights, uncached_weights):
+        np.testing.assert_allclose(cached_value, uncached_value, rtol=1e-5, atol=1e-6)
+    assert len(cached_logs["l2sp_loss"]) == 2
+    np.testing.assert_allclose(cached_logs["l2sp_loss"], uncached_logs["l2sp_loss"], rtol=1e-5)
+    np.testing.assert_allclose(cached_logs["loss"], uncached_logs["loss"], rtol=1e-5)
+
+
 def test_remove_detaches_everything():
     model = dense_model()
     weights_before = [v.path for v in model.weights]
