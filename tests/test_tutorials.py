@@ -18,6 +18,7 @@ FIGURE_NOTEBOOKS = [
     "03_distillation.ipynb",
     "04_domain_adaptation.ipynb",
     "05_tfhub_savedmodel.ipynb",
+    "06_robust_fine_tuning.ipynb",
     "07_lora.ipynb",
     "08_choose_and_few_shot.ipynb",
 ]
