@@ -1,6 +1,8 @@
-"""Saving: Keras' safe mode."""
+"""Saving: Keras' safe mode, and a model's architecture without its compile settings."""
 
 from __future__ import annotations
+
+import keras
 
 
 def in_safe_mode() -> bool:
@@ -19,3 +21,23 @@ def in_safe_mode() -> bool:
     from keras.src.saving import serialization_lib
 
     return serialization_lib.in_safe_mode() is True
+
+
+def serialize_architecture(model: keras.Model) -> dict:
+    """`keras.saving.serialize_keras_object(model)` without the compile config.
+
+    For rebuilding a model's architecture to hold other weights (a weight
+    average, a merged copy): the copy needs no optimizer, and a compile
+    config that cannot be serialized (an optimizer built on a custom layer
+    plan) must not stop it. Relies on `Trainer.get_compile_config`, which
+    `serialize_keras_object` calls and which returns nothing for a model
+    whose `compiled` flag is false.
+    """
+    compiled = getattr(model, "compiled", False)
+    model.compiled = False
+    try:
+        config = keras.saving.serialize_keras_object(model)
+    finally:
+        model.compiled = compiled
+    config.pop("compile_config", None)
+    return config

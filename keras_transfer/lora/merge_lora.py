@@ -7,6 +7,7 @@ import gc
 import keras
 
 from keras_transfer._keras_internals.layers import delete_variable_attributes, lora_base_variable
+from keras_transfer._keras_internals.saving import serialize_architecture
 from keras_transfer._keras_internals.training import sync_jax_state
 from keras_transfer.groups.layer_variables import LORA_FACTOR_ATTRIBUTES, lora_factors
 from keras_transfer.lora._lora_layers import layer_path, lora_layers, retrace
@@ -89,7 +90,7 @@ def merged_copy(model: keras.Model) -> keras.Model:
         return model
     sync_jax_state(model)
     values = _merged_values(model, layers)
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(serialize_architecture(model))
     if lora_layers(copy):
         # A layer config can carry `lora_rank`: drop the fresh factors first.
         merge_lora(copy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_transfer._keras_internals.saving import serialize_architecture
 from keras_transfer.weight_averaging._batch_norm_recalibration import recalibrate_batch_norm
 from keras_transfer.weight_averaging._weight_matching import first_mismatch, weight_signature
 
@@ -22,8 +23,7 @@ def fresh_copy(model: keras.Model, name: str, values: list) -> keras.Model:
     Raises if the rebuilt model's weights do not pair up with `model`'s (a
     `get_config` that leaves something out).
     """
-    config = keras.saving.serialize_keras_object(model)
-    config.pop("compile_config", None)
+    config = serialize_architecture(model)
     try:
         copy = keras.saving.deserialize_keras_object(config, safe_mode=False)
     except Exception as error:

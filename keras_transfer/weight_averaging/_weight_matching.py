@@ -21,6 +21,7 @@ import re
 
 import keras
 
+from keras_transfer._keras_internals.layers import attached_state
 from keras_transfer.groups.layer_variables import trainable_capable_weights
 
 _AUTO_NUMBER = re.compile(r"_\d+$")
@@ -56,6 +57,20 @@ def check_models(models, names: list[str]) -> None:
             raise ValueError(
                 f"`{name}` ('{model.name}') has no floating-point weights: there is nothing "
                 "to average."
+            )
+        _check_no_penalty(model, name)
+
+
+def _check_no_penalty(model, name: str) -> None:
+    # A penalty's anchors and sums are weights of the model it is attached to,
+    # and averaging them would make no sense: they must go first.
+    for attribute, state in attached_state(model).items():
+        if hasattr(state, "remove"):
+            raise ValueError(
+                f"`{name}` ('{model.name}') still has a {type(state).__name__} penalty "
+                f"attached, whose anchors are weights of the model: call "
+                f"`model.{attribute}.remove()` (or `.remove()` on the penalty you created) "
+                "when training is done, before averaging weights."
             )
 
 

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from keras_transfer._keras_internals.saving import in_safe_mode
+from keras_transfer._keras_internals.saving import in_safe_mode, serialize_architecture
 
 
 @keras.saving.register_keras_serializable(package="test_saving")
@@ -54,3 +54,15 @@ def test_enable_unsafe_deserialization_wins_over_the_default(tmp_path):
     _RecordsSafeMode.seen.clear()
     keras.models.load_model(path)
     assert _RecordsSafeMode.seen == [True]
+
+
+def test_serialize_architecture_leaves_out_the_compile_config_and_keeps_the_model_compiled():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    assert "compile_config" in keras.saving.serialize_keras_object(model)
+    config = serialize_architecture(model)
+    assert "compile_config" not in config
+    assert model.compiled
+    copy = keras.saving.deserialize_keras_object(config)
+    assert not copy.compiled
+    assert [w.shape for w in copy.weights] == [w.shape for w in model.weights]

@@ -73,6 +73,32 @@ def test_the_result_is_a_new_uncompiled_model_with_the_fine_tuned_models_freezin
     assert not kt.wise_ft(start, fine_tuned).get_layer("a").trainable
 
 
+def test_a_model_compiled_with_a_custom_plan_optimizer_is_interpolated():
+    # A DiscriminativeLR on LayerGroup objects has no config: the copy must
+    # not need the fine-tuned model's compile settings.
+    start, fine_tuned = start_and_fine_tuned()
+    plan = kt.LayerGroupPlan(
+        [
+            kt.LayerGroup("body", [fine_tuned.get_layer("a"), fine_tuned.get_layer("scale")]),
+            kt.LayerGroup("head", [fine_tuned.get_layer("head")]),
+        ],
+        fine_tuned,
+    )
+    fine_tuned.compile(kt.DiscriminativeLR(keras.optimizers.SGD(0.1), plan), loss="mse")
+    with pytest.raises(ValueError, match="Only layer-name regex groups"):
+        fine_tuned.get_compile_config()
+    result = kt.wise_ft(start, fine_tuned, alpha=0.5)
+    assert not result.compiled
+    for got, start_value, end_value in zip(
+        values(result.weights), values(start.weights), values(fine_tuned.weights)
+    ):
+        expected = (
+            interpolation(start_value, end_value, 0.5) if got.dtype.kind == "f" else end_value
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert fine_tuned.compiled
+
+
 def test_models_built_twice_by_one_builder_match_despite_automatic_names():
     def builder():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
@@ -156,6 +182,15 @@ def test_bad_models_are_refused():
         kt.wise_ft(model, unbuilt)
     with pytest.raises(ValueError, match="`batch_size`"):
         kt.wise_ft(model, model, recalibrate_data=inputs(5, 5), batch_size=0)
+
+
+def test_a_model_with_a_penalty_still_attached_is_refused_naming_remove():
+    start, fine_tuned = start_and_fine_tuned()
+    l2sp = kt.L2SP(fine_tuned)
+    with pytest.raises(ValueError, match=r"L2SP penalty attached.*keras_transfer_l2sp.remove\(\)"):
+        kt.wise_ft(start, fine_tuned)
+    l2sp.remove()
+    kt.wise_ft(start, fine_tuned)
 
 
 def test_recalibration_measures_the_interpolated_models_statistics():
