@@ -31,6 +31,49 @@ def test_equals_the_per_example_numpy_fisher():
     assert_fisher_close(fisher, numpy_fisher(model, x, y))
 
 
+def embedding_model():
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(10, 3, name="embedding"),
+            keras.layers.GlobalAveragePooling1D(name="pool"),
+            keras.layers.Dense(2, name="head"),
+        ],
+        name="bag",
+    )
+
+
+def numpy_embedding_fisher(model, x, y):
+    """Per example: logits = mean(E[x_i]) @ W + b, log-softmax cross-entropy."""
+    table, kernel, bias = (np.asarray(w, np.float64) for w in model.get_weights())
+    squares = {"table": 0.0, "kernel": 0.0, "bias": 0.0}
+    for tokens, label in zip(x, y):
+        hidden = table[tokens].mean(axis=0)
+        logits = hidden @ kernel + bias
+        errors = np.exp(logits - logits.max())
+        errors /= errors.sum()
+        errors[label] -= 1.0
+        table_gradient = np.zeros_like(table)
+        np.add.at(table_gradient, tokens, kernel @ errors / len(tokens))
+        squares["table"] += table_gradient**2
+        squares["kernel"] += np.outer(hidden, errors) ** 2
+        squares["bias"] += errors**2
+    paths = ("bag/embedding/embeddings", "bag/head/kernel", "bag/head/bias")
+    return {path: squares[key] / len(x) for path, key in zip(paths, squares)}
+
+
+def test_an_embeddings_sparse_gradient_counts_per_example_without_warnings(caplog):
+    model = embedding_model()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.array([[1, 1, 2, 3], [4, 5, 6, 6], [1, 7, 8, 9], [2, 2, 2, 0], [5, 0, 3, 3]])
+    y = np.array([0, 1, 1, 0, 1])
+    with caplog.at_level("WARNING"):
+        fisher = kt.fisher_information(model, (x, y), batch_size=3, verbose=0)
+    assert_fisher_close(fisher, numpy_embedding_fisher(model, x, y))
+    assert not [r for r in caplog.records if "IndexedSlices" in r.getMessage()]
+
+
 def test_is_not_the_square_of_the_batch_gradient():
     model = softmax_model()
     x, y = classification_data(10)
