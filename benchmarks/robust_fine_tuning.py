@@ -59,6 +59,7 @@ from feature_cache import BertInputs, MaskedMeanPooling, text_encoder, tokenize
 from transfer_accuracy import (
     HEAD_LR,
     WEIGHT_DECAY,
+    classifier,
     compile_model,
     groups_that_train,
     image_encoder,
@@ -86,20 +87,6 @@ def mean_std(values) -> dict:
 
 
 # --- models and training ----------------------------------------------------------
-
-
-def classifier(encoder, input_shape, input_dtype, num_classes: int, seed: int) -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input(input_shape, dtype=input_dtype),
-            encoder,
-            keras.layers.Dense(
-                num_classes,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-                name="head",
-            ),
-        ]
-    )
 
 
 def text_model(args, seed: int) -> keras.Model:

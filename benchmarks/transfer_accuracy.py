@@ -76,14 +76,14 @@ def image_encoder(backbone, image_size: int) -> keras.Model:
     return keras.Model(images, pooled, name="encoder")
 
 
-def classifier(encoder, input_shape, input_dtype, num_classes: int) -> keras.Model:
+def classifier(encoder, input_shape, input_dtype, num_classes: int, seed=SEED) -> keras.Model:
     return keras.Sequential(
         [
             keras.Input(input_shape, dtype=input_dtype),
             encoder,
             keras.layers.Dense(
                 num_classes,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=SEED),
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
                 name="head",
             ),
         ]
