@@ -232,7 +232,7 @@ def plot_ood(summary, alphas, path) -> None:
     axes.set_xlabel("in distribution: movies test accuracy (%)")
     axes.set_ylabel("out of distribution: mean of amazon, nyt, tweets (%)")
     axes.set_title("MiniLM-L6 fine-tuned on VADER movies")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     log(f"plot written to {path}")
