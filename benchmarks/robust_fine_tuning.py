@@ -146,8 +146,8 @@ def text_scores(model, tests) -> dict:
     return scores
 
 
-def copy_model(model, template_args, seed: int, build=text_model) -> keras.Model:
-    copy = build(template_args, seed)
+def copy_model(model, args, seed: int) -> keras.Model:
+    copy = text_model(args, seed)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -156,13 +156,13 @@ def copy_model(model, template_args, seed: int, build=text_model) -> keras.Model
 
 
 def text_data(args):
-    (x, y), _ = kt.datasets.load_vader("movies")
-    train = (tokenize(x[: args.max_train], args.seq_len), y[: args.max_train])
-    held_out = (tokenize(x[-args.validation :], args.seq_len), y[-args.validation :])
     tests = {}
     for domain in ("movies", *OOD_DOMAINS):
-        _, (x_test, y_test) = kt.datasets.load_vader(domain)
+        (x, y), (x_test, y_test) = kt.datasets.load_vader(domain)
         tests[domain] = (tokenize(x_test[: args.max_test], args.seq_len), y_test[: args.max_test])
+        if domain == "movies":
+            train = (tokenize(x[: args.max_train], args.seq_len), y[: args.max_train])
+            held_out = (tokenize(x[-args.validation :], args.seq_len), y[-args.validation :])
     return train, held_out, tests
 
 
@@ -179,11 +179,10 @@ def ood_part(args) -> dict:
         probe = copy_model(model, args, seed)
         run = {"seed": seed, "probe": text_scores(probe, tests)}
         log(f"seed {seed}: probe {run['probe']}")
-        probe_weights = model.get_weights()
         run["l2sp_training"] = fine_tune(model, x, y, args, seed, args.lr, args.decay, True)
         run["l2sp"] = text_scores(model, tests)
         log(f"seed {seed}: l2sp {run['l2sp']}")
-        model.set_weights(probe_weights)
+        model.set_weights(probe.get_weights())
         run["plain_training"] = fine_tune(model, x, y, args, seed, args.lr, args.decay, False)
         run["wise_ft"] = {}
         for alpha in args.alphas:

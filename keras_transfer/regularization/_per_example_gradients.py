@@ -114,20 +114,10 @@ def _tensorflow(model, variables, example_loss):
             with tf.GradientTape() as tape:
                 tape.watch(values)
                 loss = _loss_at(variables, values, example_loss, *example)
-            grads = tape.gradient(
-                loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
-            return [_dense(g) for g in grads]
-
-        def _dense(gradient):
+            grads = tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             # An embedding's gradient comes as IndexedSlices, which
             # `vectorized_map` would densify itself, warning for each one.
-            if not isinstance(gradient, tf.IndexedSlices):
-                return gradient
-            rows = tf.math.unsorted_segment_sum(
-                gradient.values, gradient.indices, gradient.dense_shape[0]
-            )
-            return tf.reshape(rows, gradient.dense_shape)
+            return [tf.convert_to_tensor(g) for g in grads]
 
         grads = tf.vectorized_map(one, (x, y))
         return [tf.reduce_sum(tf.square(g), axis=0) for g in grads]

@@ -37,10 +37,11 @@ class EWC(AnchoredPenalty):
     order) like the new task's mean loss. The right `strength` follows the
     scale of `F`: 1 to a few hundred suits small models, but on MiniLM-L6
     (22.7 M weights, most token embeddings unused by any one sample) the mean
-    `F` measured 5e-6 to 3e-5 and it took 1e4 or more to hold the old task. Compare the logged `ewc_loss`
-    with `loss`: a penalty that is a vanishing share of the loss holds
-    nothing. `F` is measured on every weight that could train, frozen ones
-    included, so unfreezing later keeps the protection.
+    `F` measured 5e-6 to 3e-5 and it took 1e4 or more to hold the old task.
+    Compare the logged `ewc_loss` with `loss`: a penalty that is a vanishing
+    share of the loss holds nothing. `F` is measured on every weight that
+    could train, frozen ones included, so unfreezing later keeps the
+    protection.
 
     Creating it measures `F` (with a progress bar) and attaches the penalty,
     as `kt.L2SP` does: each variable's term is its Keras `regularizer`, in
