@@ -84,10 +84,12 @@ def test_model_parallel_shards_weights_and_optimizer_slots_alike(runs):
 
 # MirroredStrategy's all-reduce sums the replicas' gradients in an order that
 # varies between runs; over several steps the float round-off exceeded 1e-5
-# once in three runs here (domain_confusion; the size was not recorded). The
-# bugs these tests exist for (a loss not divided by the replica count) moved
-# weights by ~3e-3.
+# once in three runs here (domain_confusion; the size was not recorded), and
+# in CI it moved domain_confusion's first-epoch loss by 4.8e-5 relative
+# (2.12194 against 2.12184). The bugs these tests exist for (a loss not divided
+# by the replica count) moved weights by ~3e-3 and losses by a factor of 4.
 WEIGHT_ATOL = 1e-4 if BACKEND == "tensorflow" else 1e-5
+LOG_RTOL = 2e-4 if BACKEND == "tensorflow" else 1e-5
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -103,4 +105,6 @@ def test_epoch_logs_match_one_device(runs, scenario):
     single, parallel = runs[scenario]["single"], runs[scenario]["data_parallel"]
     assert single["logs"].keys() == parallel["logs"].keys()
     for key, values in single["logs"].items():
-        np.testing.assert_allclose(parallel["logs"][key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            parallel["logs"][key], values, rtol=LOG_RTOL, atol=1e-6, err_msg=key
+        )
