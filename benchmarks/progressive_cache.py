@@ -64,7 +64,6 @@ from transfer_accuracy import (
 import keras_transfer as kt
 from keras_transfer.groups.layer_variables import count_params
 
-SEED = 0
 STAGE_LR = 1e-5
 RECIPE_SCHEDULE = {0: 2, 1: 5, 2: "all"}
 
@@ -115,7 +114,7 @@ def load_text(args):
 
 
 def text_model(backbone, args):
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(args.seed)
     encoder = text_encoder(backbone, args.seq_len, inference_only=False)
     return classifier(encoder, (args.seq_len,), "int32", 2)
 
@@ -128,7 +127,7 @@ def run_stage_side(side, model, plan, initial_weights, x, y, args) -> dict:
     kt.freeze(plan, "all" if side == "full" else 2)
     compile_model(model, keras.optimizers.AdamW(STAGE_LR, weight_decay=WEIGHT_DECAY))
     clock = EpochClock()
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(args.seed)
     fit = dict(epochs=args.epochs, batch_size=args.batch_size, callbacks=[clock], verbose=0)
     if side == "cached":
         kt.FreezeSchedule(plan, {0: 2}, cache_frozen=True, verbose=0).fit(x, y, **fit)
@@ -194,7 +193,7 @@ def train_head(side, model, x, y, args) -> dict:
     encoder = model.layers[0]
     encoder.trainable = False
     compile_model(model, keras.optimizers.Adam(HEAD_LR))
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(args.seed)
     start = _now()
     if side == "plain":
         model.fit(x, y, epochs=args.head_epochs, batch_size=args.batch_size, verbose=0)
@@ -213,7 +212,7 @@ def fine_tune(side, model, x, y, args) -> dict:
     compile_model(model, kt.DiscriminativeLR(adamw, plan, decay=args.decay))
     schedule = kt.FreezeSchedule(plan, RECIPE_SCHEDULE, cache_frozen=side == "cached", verbose=0)
     stages = EpochClock(schedule)
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(args.seed)
     start = _now()
     fit = dict(epochs=args.recipe_epochs, batch_size=args.batch_size, verbose=0)
     if side == "cached":
@@ -270,6 +269,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="recipe: peak rate, top group")
     parser.add_argument("--decay", type=float, default=1.2, help="recipe: rate ratio per group")
     parser.add_argument("--sides", default="cached,uncached,plain", help="recipe: sides to run")
+    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
     parser.add_argument(
         "--save-weights",
         help="recipe: save the cached side's fine-tuned model here (`.weights.h5`), e.g. as "

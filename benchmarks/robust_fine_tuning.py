@@ -80,6 +80,10 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def seeds(args) -> range:
+    return range(args.first_seed, args.first_seed + args.seeds)
+
+
 def mean_std(values) -> dict:
     values = list(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -173,7 +177,7 @@ def ood_part(args) -> dict:
     (x, y), _, tests = text_data(args)
     log(f"ood: {len(y)} training sentences; tests { ({d: len(t[1]) for d, t in tests.items()}) }")
     runs = []
-    for seed in range(args.seeds):
+    for seed in seeds(args):
         model = text_model(args, seed)
         linear_probe(model, x, y, args, seed)
         probe = copy_model(model, args, seed)
@@ -243,7 +247,7 @@ def forgetting_part(args) -> dict:
     x_tweets = tokenize(x_tweets_text[: args.max_train], args.seq_len)
     y_tweets = y_tweets[: args.max_train]
     runs = []
-    for seed in range(args.seeds):
+    for seed in seeds(args):
         model = text_model(args, seed)
         linear_probe(model, x, y, args, seed)
         fine_tune(model, x, y, args, seed, args.lr, args.decay, False)
@@ -296,7 +300,7 @@ def images_part(args) -> dict:
     x, y = x[: args.image_train], y[: args.image_train]
     x_test, y_test = x_test[: args.max_test], y_test[: args.max_test]
     runs = []
-    for seed in range(args.seeds):
+    for seed in seeds(args):
         model = image_model(args, seed)
         linear_probe(model, x, y, args, seed)
         probe_weights = model.get_weights()
@@ -353,6 +357,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=tuple(PARTS), default="ood")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     parser.add_argument("--max-train", type=int, default=None, help="movie training sentences")
     parser.add_argument("--max-test", type=int, default=None, help="cap on every test split")
     parser.add_argument("--validation", type=int, default=500, help="soups: held-out sentences")
