@@ -87,7 +87,7 @@ def test_model_parallel_shards_weights_and_optimizer_slots_alike(runs):
 # once in three runs here (domain_confusion; the size was not recorded), and
 # in CI it moved domain_confusion's first-epoch loss by 4.8e-5 relative
 # (2.12194 against 2.12184). The bugs these tests exist for (a loss not divided
-# by the replica count) moved weights by ~3e-3 and losses by a factor of 4.
+# by the replica count) moved weights by ~3e-3.
 WEIGHT_ATOL = 1e-4 if BACKEND == "tensorflow" else 1e-5
 LOG_RTOL = 2e-4 if BACKEND == "tensorflow" else 1e-5
 
